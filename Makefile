@@ -1,0 +1,38 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Everything else is a step.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+
+.PHONY: venv lint unit test demo lock clean
+
+venv:
+	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
+
+lint: venv
+	ruff check .
+	ruff format --check .
+	yamllint -s .
+	ansible-lint -q
+
+unit: venv
+	pytest -q
+
+test: lint unit
+
+demo: venv
+	@echo "make demo: the local demo arrives with the hyops runner (issue 5)."
+	@echo "It will start a throwaway systemd test host, run 'hyops apply --env demo'"
+	@echo "with examples/inputs.demo.yml against it, run the synthetic handoff check"
+	@echo "and print jq '.status, .outputs' of latest.json."
+
+lock:
+	rm -rf /tmp/hyops-lock-venv && python3.12 -m venv /tmp/hyops-lock-venv
+	/tmp/hyops-lock-venv/bin/pip install -q -r requirements/dev.in
+	{ echo "# Generated from requirements/dev.in by 'pip freeze' in a fresh venv (Python 3.12)."; \
+	  echo "# Regenerate: make lock"; /tmp/hyops-lock-venv/bin/pip freeze; } > requirements/dev.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
