@@ -59,6 +59,7 @@ EXIT_HANDOFF = 5
 DEFAULT_CONFIG_PATH = "/opt/hybridops/decision-dispatcher/config/config.json"
 EXECUTION_MODE = "record-only"
 SCHEMA_VERSION = 1
+VERSION = "0.1.0"
 
 OUTCOMES = (
     "emitted",
@@ -87,11 +88,12 @@ EXECUTION_PLANES = (
 )
 TARGET_KINDS = ("blueprint", "module")
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
-TYPE_TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TARGET_REF_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._/@-]*[a-z0-9])?$")
+TYPE_TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+TARGET_REF_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._/@-]*[a-z0-9])?\Z")
 # decision_id ends up in logs, CLI arguments and the ledger; refuse anything a shell or a
 # path could misread (separators, whitespace, control characters, leading dot or dash).
-DECISION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
+DECISION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+TARGET_ENV_RE = re.compile(r"^\S(?:.*\S)?\Z")
 DISPATCH_ID_RE = re.compile(r"^dispatch-\d{8}T\d{6}Z-[a-z0-9][a-z0-9_-]{0,62}-[0-9a-f]{8}$")
 ID_TS_RE = re.compile(r"^decision-(\d{8}T\d{6}Z)-")
 ISO_RE = re.compile(
@@ -126,6 +128,16 @@ CONFIG_KEYS = {
     "ledger_file",
     "log_file",
 }
+# Required as in schemas/dispatcher-config.schema.json, except `root`: without it the root
+# is the folder above config/.
+CONFIG_REQUIRED = (
+    "schema_version",
+    "decision_records_dir",
+    "execution_mode",
+    "require_approval",
+    "poll_seconds",
+    "routes",
+)
 ROUTE_KEYS = {
     "target_kind",
     "target_ref",
@@ -216,14 +228,12 @@ def _is_number(value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) and value == value
 
 
-def _number(obj: dict, key: str, default: float, minimum: float, integer: bool) -> float:
+def _integer(obj: dict, key: str, default: int, minimum: int, maximum: Optional[int] = None) -> int:
+    """An integer key within [minimum, maximum] (the bounds of dispatcher-config.schema.json)."""
     value = obj.get(key, default)
-    ok = _is_int(value) if integer else _is_number(value)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{key}: must be {kind} >= {minimum:g}; got {short(value)}")
-    if value < minimum:
-        raise ConfigError(f"{key}: must be >= {minimum:g}; got {value}")
+    bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{key}: must be an integer {bounds}; got {short(value)}")
     return value
 
 
@@ -256,13 +266,16 @@ def parse_route(key: Any, value: Any) -> Route:
             f"{where}.target_kind: must be one of {list(TARGET_KINDS)}; "
             f"got {short(value['target_kind'])}"
         )
-    if not TARGET_REF_RE.match(value["target_ref"]):
+    if not TARGET_REF_RE.match(value["target_ref"]) or len(value["target_ref"]) > 200:
         raise ConfigError(
             f"{where}.target_ref: must be lowercase, [a-z0-9] at both ends and "
             f"[a-z0-9._/@-] inside; got {short(value['target_ref'])}"
         )
-    if value["target_env"].strip() != value["target_env"]:
-        raise ConfigError(f"{where}.target_env: must not start or end with whitespace")
+    if not TARGET_ENV_RE.match(value["target_env"]):
+        raise ConfigError(
+            f"{where}.target_env: must be one line without surrounding blanks; "
+            f"got {short(value['target_env'])}"
+        )
     if value["execution_plane"] not in EXECUTION_PLANES:
         raise ConfigError(
             f"{where}.execution_plane: must be one of {list(EXECUTION_PLANES)}; "
@@ -275,14 +288,14 @@ def parse_route(key: Any, value: Any) -> Route:
             f"{where}.requires_approval: must be true or false; got {short(requires)}"
         )
     coalesce = value.get("coalesce_seconds", 0)
-    if not _is_int(coalesce) or coalesce < 0:
+    if not _is_int(coalesce) or not 0 <= coalesce <= 604800:
         raise ConfigError(
-            f"{where}.coalesce_seconds: must be an integer >= 0; got {short(coalesce)}"
+            f"{where}.coalesce_seconds: must be an integer from 0 to 604800; got {short(coalesce)}"
         )
     ttl = value.get("approval_ttl_seconds")
-    if "approval_ttl_seconds" in value and (not _is_int(ttl) or ttl < 60):
+    if "approval_ttl_seconds" in value and (not _is_int(ttl) or not 60 <= ttl <= 2592000):
         raise ConfigError(
-            f"{where}.approval_ttl_seconds: must be an integer >= 60; got {short(ttl)}"
+            f"{where}.approval_ttl_seconds: must be an integer from 60 to 2592000; got {short(ttl)}"
         )
     return Route(
         key=key,
@@ -308,6 +321,9 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     unknown = sorted(set(obj) - CONFIG_KEYS)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key")
+    for key in CONFIG_REQUIRED:
+        if key not in obj:
+            raise ConfigError(f"{key}: required")
     if obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise ConfigError(
             f"schema_version: must be {SCHEMA_VERSION}; got {short(obj.get('schema_version'))}"
@@ -319,11 +335,13 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     if not isinstance(require, bool):
         raise ConfigError(f"require_approval: must be true or false; got {short(require)}")
     level = obj.get("log_level", "INFO")
-    if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+    if not isinstance(level, str) or level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {list(LOG_LEVELS)}; got {short(level)}")
     routes_obj = obj.get("routes", {})
     if not isinstance(routes_obj, dict):
         raise ConfigError(f"routes: must be an object; got {short(routes_obj)}")
+    if not routes_obj:
+        raise ConfigError("routes: needs at least one route (decision type -> target)")
     routes = {}
     for key, value in routes_obj.items():
         routes[key] = parse_route(key, value)
@@ -352,17 +370,15 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         log_file=log_file,
         lock_file=os.path.join(os.path.dirname(state_file), "dispatcher.lock"),
         require_approval=require,
-        poll_seconds=_number(obj, "poll_seconds", 15, 5, integer=False),
-        heartbeat_seconds=_number(obj, "heartbeat_seconds", 60, 1, integer=False),
-        log_level=level.upper(),
-        max_record_age_seconds=_number(obj, "max_record_age_seconds", 86400, 0, integer=False),
-        max_record_bytes=int(_number(obj, "max_record_bytes", 1048576, 2, integer=True)),
-        settle_seconds=_number(obj, "settle_seconds", 2, 0, integer=False),
-        ledger_retention_seconds=_number(
-            obj, "ledger_retention_seconds", 2592000, 0, integer=False
-        ),
-        log_max_bytes=int(_number(obj, "log_max_bytes", 10485760, 4096, integer=True)),
-        log_backup_count=int(_number(obj, "log_backup_count", 5, 0, integer=True)),
+        poll_seconds=_integer(obj, "poll_seconds", 15, 5, 3600),
+        heartbeat_seconds=_integer(obj, "heartbeat_seconds", 60, 5, 3600),
+        log_level=level,
+        max_record_age_seconds=_integer(obj, "max_record_age_seconds", 86400, 60),
+        max_record_bytes=_integer(obj, "max_record_bytes", 1048576, 1024, 67108864),
+        settle_seconds=_integer(obj, "settle_seconds", 2, 0, 300),
+        ledger_retention_seconds=_integer(obj, "ledger_retention_seconds", 2592000, 0),
+        log_max_bytes=_integer(obj, "log_max_bytes", 10485760, 65536),
+        log_backup_count=_integer(obj, "log_backup_count", 5, 1, 100),
         routes=routes,
     )
 
@@ -451,8 +467,8 @@ def validate_record(obj: dict) -> Tuple[str, str]:
         raise RecordRejected(f"decision_id must be a string; got {short(decision_id)}")
     if not DECISION_ID_RE.match(decision_id):
         raise RecordRejected(
-            f"unsafe decision_id {short(decision_id)}: use letters, digits and ._:@+- "
-            "(first a letter or digit, at most 200 characters)"
+            f"unsafe decision_id {short(decision_id)}: use letters, digits and ._- "
+            "(first a letter or digit, at most 128 characters)"
         )
     if "decision_type" not in obj:
         raise RecordRejected("missing decision_type")
@@ -1746,7 +1762,8 @@ class Daemon:
             "pid": os.getpid(),
             "started_at": iso_ts(self.started_at),
             "config_digest": self.config.digest,
-            "watch_mode": self.watch_mode,
+            "watcher": self.watch_mode,
+            "version": VERSION,
             "records_dir_ok": self.records_dir_ok,
             "last_error": self.last_error[:300],
         }
@@ -1762,7 +1779,7 @@ class Daemon:
         self.status = (
             self.status
             if self.status in ("stopping", "stopped")
-            else ("ready" if self.records_dir_ok else "degraded")
+            else ("running" if self.records_dir_ok else "degraded")
         )
         write_file_durably(self.config.state_file, dump_json(self.state_doc()), mode=0o644)
         self.last_state_write = now
@@ -1810,7 +1827,7 @@ class Daemon:
         try:
             self.scan(full=True)
             self.prune()
-            self.status = "ready"
+            self.status = "running"
             self.write_state(force=True)
             self.notifier.send(
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
@@ -2037,7 +2054,7 @@ def read_status(config: Config) -> Tuple[dict, bool]:
         {
             "running": running,
             "state_age_s": age,
-            "healthy": bool(running and fresh and doc.get("status") == "ready"),
+            "healthy": bool(running and fresh and doc.get("status") == "running"),
             "state_file": config.state_file,
         }
     )
@@ -2058,7 +2075,7 @@ def cmd_status(config_path: str, as_json: bool) -> int:
             "status",
             "timestamp_utc",
             "state_age_s",
-            "watch_mode",
+            "watcher",
             "last_dispatch_id",
             "last_decision_id",
             "processed_count",
