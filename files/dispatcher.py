@@ -106,6 +106,8 @@ HANDOFF_PREFIX = "handoff-check-"
 FULL_SCAN_SECONDS = 3600.0
 # Ledger rows are committed at least every this many records during a burst.
 BATCH_MAX = 256
+# state.json is rewritten at most this often while records keep arriving.
+STATE_MIN_INTERVAL = 0.5
 
 CONFIG_KEYS = {
     "schema_version",
@@ -1181,14 +1183,18 @@ def acquire_lock(lock_file: str) -> int:
     return fd
 
 
-@dataclass
 class FileState:
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
-    outcome: str
-    retry_at: float = 0.0
+    """What the index knows about one record file (slots: 20 000 of these stay small)."""
+
+    __slots__ = ("ctime_ns", "inode", "mtime_ns", "outcome", "retry_at", "size")
+
+    def __init__(self, size: int, mtime_ns: int, ctime_ns: int, inode: int, outcome: str) -> None:
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.ctime_ns = ctime_ns
+        self.inode = inode
+        self.outcome = outcome
+        self.retry_at = 0.0
 
     def sig(self) -> Tuple[int, int, int, int]:
         return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
@@ -1238,6 +1244,8 @@ class Daemon:
         self.poll_requested = False
         self.status = "starting"
         self.watch_mode = "poll"
+        self.watch_error = ""
+        self.rewatch = False  # re-add the inotify watch at the next pass (folder replaced)
 
     # ---------------------------------------------------------------- start / stop
     def start(self, hold_lock: bool = True) -> None:
@@ -1277,9 +1285,13 @@ class Daemon:
         try:
             self.inotify = Inotify(self.config.records_dir)
             self.watch_mode = "inotify"
+            self.watch_error = ""
         except (OSError, AttributeError) as exc:
             # Missing folder or no inotify (old kernel, exhausted watches): polling only.
             self.inotify = None
+            if str(exc) == self.watch_error:
+                return  # said once already
+            self.watch_error = str(exc)
             self.log.event(
                 "error",
                 level="WARNING",
@@ -1336,7 +1348,7 @@ class Daemon:
         self.ledger.commit()
         if adopted:
             self.log.event(
-                "replayed",
+                "recovered",
                 level="INFO",
                 reason=f"adopted {adopted} request(s) from the requests folder into the ledger",
             )
@@ -1376,9 +1388,12 @@ class Daemon:
             if not self.records_dir_ok:
                 self.records_dir_ok = True
                 self.state_dirty = True
-                self.log.event("config-reloaded", reason=f"records folder {records_dir} is back")
-                if self.use_inotify:
-                    self._watch()
+                self.log.event("recovered", reason=f"records folder {records_dir} is usable again")
+                self.rewatch = True
+                full = True
+            if self.rewatch and self.use_inotify:
+                self.rewatch = False
+                self._watch()
                 full = True
             if full or dst.st_mtime_ns != self.dir_mtime_ns:
                 listed = self._list(full)
@@ -1393,12 +1408,22 @@ class Daemon:
                     self.last_full_scan = now
             for name in self.watched:
                 todo.setdefault(name, None)
-        for name in sorted(
-            todo, key=lambda n: (self.index[n].mtime_ns if n in self.index else 0, n)
-        ):
-            if self.stop_requested and self.batch_written:
-                break
-            handled += self._consider(name, todo[name], now)
+        # Stat first so the batch runs oldest first (coalescing follows decision order).
+        stats: Dict[str, Optional[os.stat_result]] = {}
+        for name, st in todo.items():
+            if st is None:
+                try:
+                    st = os.lstat(os.path.join(records_dir, name))
+                except FileNotFoundError:
+                    st = None
+                except OSError:
+                    st = None  # _consider stats again and reports it
+            stats[name] = st
+        order = sorted(stats, key=lambda n: (stats[n].st_mtime_ns if stats[n] else 0, n))
+        for name in order:
+            if self.stop_requested:
+                break  # SIGTERM: the write in hand is done; the rest waits for the next start
+            handled += self._consider(name, stats[name], now)
             if self.batch_written >= BATCH_MAX:
                 self.finish_batch()
             if handled and handled % 128 == 0:
@@ -1538,17 +1563,23 @@ class Daemon:
         prior = self.ledger.get_decision(decision_id)
         if prior is not None and prior["outcome"] in DISPATCHED_OUTCOMES:
             if prior["file"] in (None, name):
-                # Same file seen again (its ledger row was lost, or it was touched): it keeps
-                # the decision's outcome and no second request is written.
+                # Same file seen again: it keeps the decision's outcome and no second request
+                # is written. When the file row is missing the request was adopted after a
+                # crash (or a lost ledger) and this is the first time it is counted; when the
+                # row is there the file was only touched and nothing is logged.
+                row = self.ledger.get_file(name)
+                touched = row is not None and row["decision_id"] == decision_id
                 self._outcome(
                     name,
                     sig,
                     prior["outcome"],
-                    f"already handled: {prior['outcome']} as {prior['dispatch_id']}",
+                    f"already handled: {prior['outcome']} as {prior['dispatch_id']}"
+                    if touched
+                    else "request found in the requests folder (recovered after a restart)",
                     decision_id,
                     prior["dispatch_id"],
                     now,
-                    log_event=False,
+                    log_event=not touched,
                 )
                 return
             self._outcome(
@@ -1770,11 +1801,12 @@ class Daemon:
 
     def write_state(self, force: bool = False) -> None:
         now = self.clock()
-        if not (
-            force
-            or self.state_dirty
-            or now - self.last_state_write >= self.config.heartbeat_seconds
-        ):
+        # Changes are written at most every STATE_MIN_INTERVAL (a burst is one write, not
+        # thousands); otherwise at the heartbeat.
+        due = now - self.last_state_write >= self.config.heartbeat_seconds or (
+            self.state_dirty and now - self.last_state_write >= STATE_MIN_INTERVAL
+        )
+        if not (force or due):
             return
         self.status = (
             self.status
@@ -1882,6 +1914,7 @@ class Daemon:
                 self.inotify = None
                 self.watch_mode = "poll"
                 self.dir_mtime_ns = None
+                self.rewatch = True
             if overflow:
                 self.scan(full=True)
             elif names:
@@ -1893,8 +1926,6 @@ class Daemon:
         if self.poll_requested or now - self.last_poll >= self.config.poll_seconds or pending_due:
             self.poll_requested = False
             self.last_poll = now
-            if self.inotify is None and self.use_inotify and self.records_dir_ok:
-                self._watch()  # the folder may be back
             full = now - self.last_full_scan >= FULL_SCAN_SECONDS
             self.scan(full=full)
             if full:
@@ -1908,6 +1939,8 @@ class Daemon:
             self.last_poll + self.config.poll_seconds,
             self.last_state_write + self.config.heartbeat_seconds,
         ]
+        if self.state_dirty:
+            deadlines.append(self.last_state_write + STATE_MIN_INTERVAL)
         ping = self.notifier.ping_due(now)
         if ping is not None:
             deadlines.append(ping)
