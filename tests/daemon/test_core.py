@@ -104,7 +104,7 @@ def test_route_requires_approval_null_is_refused() -> None:
     # CONTRACT.md 5: the original treated null as "no approval".
     routes = copy.deepcopy(ROUTES)
     routes["cutover"]["requires_approval"] = None
-    with pytest.raises(d.ConfigError, match="routes.cutover.requires_approval"):
+    with pytest.raises(d.ConfigError, match=r"routes\.cutover\.requires_approval"):
         config(routes=routes)
 
 
