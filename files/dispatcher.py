@@ -1824,6 +1824,7 @@ class Daemon:
         except ConfigError as exc:
             self.counters["errors"] += 1
             self.last_error = f"reload refused: {exc}"
+            self.state_dirty = True
             self.log.event("error", level="ERROR", reason=f"{exc}; keeping the running config")
             return
         if new.paths() != self.config.paths():
@@ -1831,8 +1832,10 @@ class Daemon:
                 "error",
                 level="ERROR",
                 reason="reload refused: root, records, requests, state, ledger or log path "
-                "changed; restart the service for that. Keeping the running config",
+                "changed; restart the service for that; keeping the running config",
             )
+            self.last_error = "reload refused: a path changed (restart needed)"
+            self.state_dirty = True
             return
         self.config = new
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)

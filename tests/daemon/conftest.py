@@ -210,7 +210,7 @@ def record(decision_id: str, decision_type: str = "cutover", **extra: Any) -> di
         "checks": [{"metric": "probe", "ok": False}],
     }
     doc.update(extra)
-    return doc
+    return {k: v for k, v in doc.items() if v is not None}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
@@ -301,6 +301,7 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
+            self.read_notify()
         finally:
             self.close()
         return rc
@@ -315,6 +316,8 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        if self.notify.fileno() != -1:
+            self.read_notify()
         self.notify.close()
 
 
