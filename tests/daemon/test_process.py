@@ -267,7 +267,7 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(python: str, root: Root, 
     }
     root.write_config(routes=routes)
     daemon.signal(signal.SIGHUP)
-    wait_for(lambda: any(l["event"] == "config-reloaded" for l in root.log_lines()), 5, "reload")
+    wait_for(lambda: any(ln["event"] == "config-reloaded" for ln in root.log_lines()), 5, "reload")
     root.drop("b.json", record("reload-b", "reboot"))
     wait_for(lambda: len(root.request_docs()) == 1, 5, "request via the new route")
     assert root.request_docs()[0]["target_ref"] == "ops/reboot"
@@ -276,7 +276,7 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(python: str, root: Root, 
     daemon.signal(signal.SIGHUP)
     wait_for(
         lambda: any(
-            "keeping the running config" in (l.get("reason") or "") for l in root.log_lines()
+            "keeping the running config" in (ln.get("reason") or "") for ln in root.log_lines()
         ),
         5,
         "refused reload logged",
@@ -358,7 +358,7 @@ def test_replay_and_explain(python: str, root: Root, spawn) -> None:
     again = cli(python, root, "replay", "old-1")
     assert again.returncode == 1 and "already dispatched" in again.stderr
     assert cli(python, root, "replay", "never-seen").returncode == 1
-    assert any(l["event"] == "replayed" for l in root.log_lines())
+    assert any(ln["event"] == "replayed" for ln in root.log_lines())
     explained = json.loads(cli(python, root, "explain", "old.json").stdout)
     assert explained["would"].startswith("nothing")
     assert daemon.stop() == 0
@@ -387,7 +387,7 @@ def test_lost_or_corrupt_ledger_rebuilds_without_duplicates(
     assert outcomes["bad.json"][0] == "rejected"
     if damage == "corrupt":
         assert list(root.ledger.parent.glob("ledger.sqlite3.corrupt-*"))
-        assert any("rebuilding" in (l.get("reason") or "") for l in root.log_lines())
+        assert any("rebuilding" in (ln.get("reason") or "") for ln in root.log_lines())
     assert daemon.stop() == 0
 
 
