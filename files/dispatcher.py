@@ -649,6 +649,16 @@ def dump_json(obj: Any) -> bytes:
     ).encode()
 
 
+def ledger_name(name: str) -> str:
+    """The file name as the ledger stores it: names that are not valid UTF-8 (surrogate
+    escapes from os.fsdecode) are kept with backslash escapes instead of failing."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
 def is_record_name(name: str) -> bool:
     # Dot files are writers' temp files by convention (ours and the decision service's).
     return name.endswith(".json") and not name.startswith(".")
@@ -917,7 +927,7 @@ class Ledger:
         row = self.db.execute(
             "SELECT name, outcome, decision_id, dispatch_id, reason, handled_at, gone_at "
             "FROM files WHERE name = ?",
-            (name,),
+            (ledger_name(name),),
         ).fetchone()
         if row is None:
             return None
@@ -977,7 +987,7 @@ class Ledger:
             "INSERT OR REPLACE INTO files (name, size, mtime_ns, ctime_ns, inode, outcome, "
             "decision_id, dispatch_id, reason, handled_at, gone_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",
-            (name, *sig, outcome, decision_id, dispatch_id, reason, now),
+            (ledger_name(name), *sig, outcome, decision_id, dispatch_id, reason, now),
         )
 
     def put_decision(
@@ -999,7 +1009,8 @@ class Ledger:
 
     def mark_gone(self, name: str, now: float) -> None:
         self.db.execute(
-            "UPDATE files SET gone_at = ? WHERE name = ? AND gone_at IS NULL", (now, name)
+            "UPDATE files SET gone_at = ? WHERE name = ? AND gone_at IS NULL",
+            (now, ledger_name(name)),
         )
 
     def meta_set(self, key: str, value: str) -> None:
@@ -1531,6 +1542,9 @@ class Daemon:
         self, name: str, path: str, st: os.stat_result, sig: Tuple[int, int, int, int], now: float
     ) -> None:
         cfg = self.config
+        if ledger_name(name) != name:
+            self._outcome(name, sig, "rejected", "file name is not valid UTF-8", None, None, now)
+            return
         if stat.S_ISLNK(st.st_mode):
             self._outcome(name, sig, "rejected", "symlink (never followed)", None, None, now)
             return
