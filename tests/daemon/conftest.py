@@ -239,6 +239,7 @@ class Daemon:
         env: dict[str, str] | None = None,
         user: int | None = None,
         command: str = "run",
+        script: Path = DISPATCHER,
     ) -> None:
         self.python = python
         self.root = root
@@ -262,7 +263,7 @@ class Daemon:
 
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [python, str(DISPATCHER), "--config", str(root.config), command],
+                [python, str(script), "--config", str(root.config), command],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -337,13 +338,18 @@ def spawn() -> Iterator[Callable[..., Daemon]]:
 
 
 def cli(
-    python: str, root: Root, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    python: str,
+    root: Root,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    script: Path = DISPATCHER,
 ) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env.pop("NOTIFY_SOCKET", None)
     full_env.update(env or {})
     return subprocess.run(
-        [python, str(DISPATCHER), "--config", str(root.config), *args],
+        [python, str(script), "--config", str(root.config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

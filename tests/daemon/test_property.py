@@ -22,8 +22,9 @@ d = load_dispatcher()
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 field_values = st.one_of(
@@ -144,7 +145,9 @@ def test_running_process_survives_arbitrary_files(files: dict[str, bytes], pytho
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "root"
         (base / "config").mkdir(parents=True)
-        root = Root(path=base, records=Path(tmp) / "records", config=base / "config" / "config.json")
+        root = Root(
+            path=base, records=Path(tmp) / "records", config=base / "config" / "config.json"
+        )
         root.records.mkdir()
         root.write_config(settle_seconds=0, max_record_bytes=1024)
         daemon = Daemon(python, root).wait_ready()
