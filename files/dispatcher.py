@@ -1953,6 +1953,17 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGUSR1, on_usr1)
         try:
+            self.log.event(
+                "started",
+                pid=os.getpid(),
+                config=self.config.path,
+                config_digest=self.config.digest,
+                watcher=self.watch_mode,
+                tracked_files=len(self.index),
+                version=VERSION,
+            )
+            # READY only after the first full pass: "ready" means every file present at
+            # start has an outcome (or is pending) and state.json is fresh.
             self.scan(full=True)
             self.prune()
             self.status = "running"
@@ -1961,14 +1972,6 @@ class Daemon:
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
             )
             self.notifier.ping(self.clock(), force=True)
-            self.log.event(
-                "started",
-                pid=os.getpid(),
-                config=self.config.path,
-                config_digest=self.config.digest,
-                watch_mode="inotify" if self.inotify else "poll",
-                tracked_files=len(self.index),
-            )
             self.last_poll = self.clock()
             while not self.stop_requested:
                 timeout = self._next_timeout()
