@@ -1274,13 +1274,22 @@ class Locked(Exception):
 
 def acquire_lock(lock_file: str) -> int:
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise Locked(lock_file) from None
-        raise
+    # `status` and `validate-handoff` probe the lock with a shared flock held for
+    # microseconds: retry briefly so a probe never makes a starting daemon give up.
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            if busy and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            os.close(fd)
+            if busy:
+                raise Locked(lock_file) from None
+            raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -2644,10 +2653,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatcher.py",
         description=(
-            "hyops decision dispatcher: watches the decision records folder and writes one "
-            "dispatch request per decision into <root>/state/requests/, waiting for "
-            "approval when the route or the config asks for it. It never runs anything "
-            "itself (record-only)."
+            "hyops decision dispatcher: watches the decision records folder and writes one\n"
+            "dispatch request per decision into <root>/state/requests/. A request waits for\n"
+            "approval when the route or the config asks for it. It never runs anything\n"
+            "itself (record-only). Every record gets an outcome: emitted, coalesced, stale,\n"
+            "skipped, duplicate, unrouted, rejected or pending ('list' shows them)."
         ),
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
