@@ -1755,7 +1755,7 @@ class Daemon:
         settle_until = st.st_mtime + self.config.settle_seconds
         if exc.retryable and now < settle_until:
             known = self.index.get(name)
-            first = known is None or known.outcome != "pending" or known.sig() != sig
+            first = known is None or known.outcome != "pending"  # one line per file, not per write
             self._outcome(
                 name,
                 sig,
