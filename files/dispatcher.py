@@ -725,6 +725,23 @@ def remove_stale_temps(folder: str) -> int:
     return removed
 
 
+_LIBC: Optional[ctypes.CDLL] = None
+
+
+def libc() -> ctypes.CDLL:
+    """The C library the interpreter already uses (no ldconfig/gcc lookup at start, which
+    a sandboxed unit may not allow)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.inotify_init1  # noqa: B018 (probe: a static build may not export it)
+        except (OSError, AttributeError):
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _LIBC = lib
+    return _LIBC
+
+
 class StagedWrites:
     """Request files written as a batch, durably: every temp file is written, then all are
     flushed at once (one syncfs() for a burst instead of an fsync per file), then renamed,
@@ -736,8 +753,7 @@ class StagedWrites:
         self.targets: set = set()
         self._syncfs: Optional[Callable[[int], int]] = None
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            self._syncfs = libc.syncfs
+            self._syncfs = libc().syncfs
 
     def __len__(self) -> int:
         return len(self.staged)
@@ -1157,10 +1173,9 @@ class Inotify:
     HEADER = struct.Struct("iIII")
 
     def __init__(self, path: str) -> None:
-        libc_name = ctypes.util.find_library("c") or "libc.so.6"
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        self._init1 = libc.inotify_init1
-        self._add = libc.inotify_add_watch
+        lib = libc()
+        self._init1 = lib.inotify_init1
+        self._add = lib.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         fd = self._init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if fd < 0:
