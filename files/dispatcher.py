@@ -1767,9 +1767,13 @@ class Daemon:
     ) -> None:
         # A file that may still be being written is retried until settle_seconds after its
         # last change; only then is it rejected (and even then a later change re-opens it).
-        settle_until = st.st_mtime + self.config.settle_seconds
+        known = self.index.get(name)
+        if known is not None and known.outcome == "pending" and known.sig() == sig:
+            settle_until = known.retry_at - 0.05  # unchanged since: keep the first deadline
+        else:
+            # min(): a file stamped in the future (clock skew) must not stay pending forever.
+            settle_until = min(st.st_mtime, now) + self.config.settle_seconds
         if exc.retryable and now < settle_until:
-            known = self.index.get(name)
             first = known is None or known.outcome != "pending"  # one line per file, not per write
             self._outcome(
                 name,

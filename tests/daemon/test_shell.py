@@ -161,3 +161,18 @@ def cli_status(root: Root) -> dict[str, Any]:
     from .conftest import cli
 
     return json.loads(cli(sys.executable, root, "status", "--json").stdout)
+
+
+def test_future_mtime_does_not_keep_a_file_pending(tmp_path: Path) -> None:
+    clock = Clock()
+    daemon, records = make(tmp_path, clock, settle_seconds=2)
+    path = records / "future.json"
+    path.write_text("{")
+    future = time.time() + 10 * 365 * 86400
+    os.utime(path, (future, future))
+    daemon.scan(full=True)
+    assert daemon.ledger.get_file("future.json")["outcome"] == "pending"
+    clock.now += 3
+    daemon.scan()
+    assert daemon.ledger.get_file("future.json")["outcome"] == "rejected"
+    daemon.stop()
