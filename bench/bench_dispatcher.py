@@ -270,33 +270,51 @@ def prepare_handled(python: str, top: Path, count: int) -> Setup:
     return setup
 
 
-def bench_idle(python: str, setup: Setup, count: int, passes: int) -> dict[str, Any]:
-    # 1. The running process: SIGUSR1 makes it run the poll-timer pass now.
-    proc = Proc(python, setup)
-    ready_s = proc.wait_ready()
+def idle_processes(python: str, setups: dict[int, Setup], passes: int) -> dict[int, Any]:
+    """The running daemons, one per history size, measured in alternating blocks so a
+    change in the machine's other load hits every size alike. SIGUSR1 makes a daemon run
+    the poll-timer pass now; CPU comes from /proc/<pid>/schedstat (ns)."""
+    procs = {count: Proc(python, setup) for count, setup in setups.items()}
+    ready = {count: proc.wait_ready() for count, proc in procs.items()}
     time.sleep(1.5)  # past the racy window of the folder mtime
-    os.kill(proc.proc.pid, signal.SIGUSR1)  # first pass lists once
-    time.sleep(0.2)
-    log_before = setup.log.stat().st_size
-    io_before = proc.io()
-    # 10 blocks; the median block per pass resists other load on a shared machine.
-    blocks = []
-    per_block = max(1, passes // 10)
-    for _ in range(10):
-        cpu_before = proc.cpu_ns()
-        for _ in range(per_block):
-            os.kill(proc.proc.pid, signal.SIGUSR1)
-            time.sleep(0.002)
-        time.sleep(0.1)
-        blocks.append((proc.cpu_ns() - cpu_before) / per_block)
-    passes = per_block * 10
-    cpu_median_pass = statistics.median(blocks)
-    io_after = proc.io()
-    log_bytes = setup.log.stat().st_size - log_before
-    rss = proc.rss_kib()
-    state_size = (setup.root / "state" / "state.json").stat().st_size
-    proc.stop()
-    # 2. The same pass in-process, timed precisely (no signal delivery, no select).
+    for proc in procs.values():
+        os.kill(proc.proc.pid, signal.SIGUSR1)  # the first pass lists once
+    time.sleep(0.3)
+    logs = {c: setups[c].log.stat().st_size for c in procs}
+    ios = {c: procs[c].io() for c in procs}
+    blocks: dict[int, list[float]] = {c: [] for c in procs}
+    per_block = max(1, passes // 20)
+    for _ in range(20):
+        for count, proc in procs.items():
+            cpu_before = proc.cpu_ns()
+            for _ in range(per_block):
+                os.kill(proc.proc.pid, signal.SIGUSR1)
+                time.sleep(0.002)
+            time.sleep(0.05)
+            blocks[count].append((proc.cpu_ns() - cpu_before) / per_block)
+    done = per_block * 20
+    out = {}
+    for count, proc in procs.items():
+        io_after = proc.io()
+        out[count] = {
+            "process_cpu_per_pass_ms": round(statistics.median(blocks[count]) / 1e6, 4),
+            "process_cpu_per_pass_ms_blocks": [round(b / 1e6, 4) for b in blocks[count]],
+            "process_wchar_per_pass_bytes": round(
+                (io_after["wchar"] - ios[count]["wchar"]) / done, 2
+            ),
+            "process_write_bytes_total": io_after["write_bytes"] - ios[count]["write_bytes"],
+            "log_bytes_per_pass": (setups[count].log.stat().st_size - logs[count]) / done,
+            "daemon_ready_s": round(ready[count], 3),
+            "state_json_bytes": (setups[count].root / "state" / "state.json").stat().st_size,
+            "rss_kib": proc.rss_kib().get("VmRSS"),
+            "peak_rss_kib": proc.rss_kib().get("VmHWM"),
+        }
+        proc.stop()
+    return out
+
+
+def idle_inprocess(setup: Setup, count: int, passes: int) -> dict[str, Any]:
+    """The same pass in-process, timed precisely (no signal delivery, no select)."""
     cfg = D.load_config(str(setup.config))
     log = D.JsonLog(None, "INFO", cfg.log_max_bytes, 1, to_stderr=False)
     daemon = D.Daemon(cfg, log, use_inotify=False)
@@ -327,20 +345,11 @@ def bench_idle(python: str, setup: Setup, count: int, passes: int) -> dict[str, 
     daemon.stop()
     return {
         "handled": count,
-        "process_cpu_per_pass_ms": round(cpu_median_pass / 1e6, 4),
-        "process_cpu_per_pass_ms_blocks": [round(b / 1e6, 4) for b in blocks],
-        "process_wchar_per_pass_bytes": round((io_after["wchar"] - io_before["wchar"]) / passes, 2),
-        "process_write_bytes_total": io_after["write_bytes"] - io_before["write_bytes"],
-        "log_bytes_per_pass": log_bytes / passes,
         "inprocess_pass_ms_median": round(statistics.median(wall), 4),
         "inprocess_pass_cpu_ms_median": round(statistics.median(cpu_in), 4),
         "full_stat_scan_ms_median": round(statistics.median(full), 2),
         "listing_pass_ms_median": round(statistics.median(listing), 2),
-        "daemon_ready_s": round(ready_s, 3),
         "index_load_s": round(start_s, 3),
-        "state_json_bytes": state_size,
-        "rss_kib": rss.get("VmRSS"),
-        "peak_rss_kib": rss.get("VmHWM"),
     }
 
 
@@ -364,11 +373,12 @@ def main() -> int:
         results["latency"] = bench_latency(args.python, top, 50 if args.quick else 300)
         print("burst ...", flush=True)
         results["burst"] = bench_burst(args.python, top, 2000, 3)
-        for count in (2000, 20000):
-            print(f"idle with {count} handled ...", flush=True)
-            setup = prepare_handled(args.python, top, count)
-            results[f"idle_{count}"] = bench_idle(args.python, setup, count, passes)
-            shutil.rmtree(setup.root.parent)
+        print("idle with 2 000 and 20 000 handled ...", flush=True)
+        setups = {count: prepare_handled(args.python, top, count) for count in (2000, 20000)}
+        measured = idle_processes(args.python, setups, passes)
+        for count, setup in setups.items():
+            measured[count].update(idle_inprocess(setup, count, passes))
+            results[f"idle_{count}"] = {"handled": count, **measured[count]}
     finally:
         shutil.rmtree(top, ignore_errors=True)
     results["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
