@@ -209,7 +209,8 @@ def ledger_emitted(setup: Setup) -> int:
 def bench_burst(python: str, top: Path, count: int, repeats: int) -> dict[str, Any]:
     """The burst `repeats` times on fresh roots (median reported), plus the same writer
     with no daemon running: on a shared machine the writer alone shows how loaded the
-    disk is."""
+    disk is. Nothing is deleted until the end: mass deletes on a `discard` mount slow the
+    journal for a while and would skew the next measurement."""
     runs = []
     for r in range(repeats):
         setup = Setup(top / f"burst-{r}")
@@ -236,13 +237,11 @@ def bench_burst(python: str, top: Path, count: int, repeats: int) -> dict[str, A
                 "daemon_cpu_s": cpu,
             }
         )
-        shutil.rmtree(setup.root.parent)
     alone = Setup(top / "writer-alone")
     t0 = time.perf_counter()
     for i in range(count):
         alone.drop(f"burst-{i:05d}")
     writer_alone = time.perf_counter() - t0
-    shutil.rmtree(alone.root.parent)
     result: dict[str, Any] = {
         "records": count,
         "repeats": repeats,
