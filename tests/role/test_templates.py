@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "decision_dispatcher"
 DEFAULTS: dict[str, Any] = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text("utf-8"))
+CONFIG_FILE = f"{DEFAULTS['decision_dispatcher_root']}/config/config.json"
 ROUTES = {
     "cutover": {
         "target_kind": "blueprint",
@@ -45,7 +46,7 @@ def render(template: str, **overrides: Any) -> str:
         **DEFAULTS,
         "decision_dispatcher_routes": ROUTES,
         "ansible_managed": "managed by Ansible",
-        "__decision_dispatcher_config_file": f"{DEFAULTS['decision_dispatcher_root']}/config/config.json",
+        "__decision_dispatcher_config_file": CONFIG_FILE,
         "__decision_dispatcher_systemd_version": 252,
         **overrides,
     }
