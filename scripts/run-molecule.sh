@@ -33,6 +33,9 @@ trap 'rm -f "$log"' EXIT
 passed=0; failed=0; summary=()
 for scenario in "${scenarios[@]}"; do
   start=$SECONDS
+  # molecule keys its own state folder on the checkout's basename only; key it like the
+  # container instead, so two clones named alike cannot share state either.
+  export MOLECULE_EPHEMERAL_DIRECTORY="${XDG_CACHE_HOME:-$HOME/.cache}/hyops-molecule/$HYOPS_TESTHOST_PREFIX/$scenario"
   # Each output line gets the seconds since the scenario started: the step timings.
   if molecule "$cmd" --scenario-name "$scenario" </dev/null 2>&1 |
       while IFS= read -r line; do printf '[%4ds] %s\n' "$((SECONDS - start))" "$line"; done |
