@@ -105,13 +105,13 @@ HANDOFF_PREFIX = "handoff-check-"
 # already handled files that no inotify event reported.
 FULL_SCAN_SECONDS = 3600.0
 # Ledger rows are committed at least every this many records during a burst.
-BATCH_MAX = 256
+BATCH_MAX = 1024
 # From this many staged requests on, one syncfs() replaces the per-file fsyncs.
 SYNCFS_MIN_BATCH = 8
 # inotify: after a wake-up keep collecting events while they keep coming (a burst
 # becomes one batch), for at most this long.
 EVENT_GATHER_GAP = 0.002
-EVENT_GATHER_MAX = 0.05
+EVENT_GATHER_MAX = 0.1
 # state.json is rewritten at most this often while records keep arriving.
 STATE_MIN_INTERVAL = 0.5
 
@@ -757,36 +757,58 @@ class StagedWrites:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        if len(self.staged) >= SYNCFS_MIN_BATCH:
+            # A burst: syncfs() will flush it; do not hold a descriptor per file.
+            os.close(fd)
+            fd = -1
         self.staged.append((fd, tmp, target))
         self.targets.add(target)
 
     def commit(self) -> int:
-        if not self.staged:
+        """fsync (or one syncfs) every staged file, rename them all, fsync the folder. On
+        an error the temp files not yet renamed are removed and the error is raised."""
+        staged, self.staged, self.targets = self.staged, [], set()
+        if not staged:
             return 0
+        done = 0
         try:
             synced = False
-            if len(self.staged) >= SYNCFS_MIN_BATCH and self._syncfs is not None:
-                synced = self._syncfs(self.staged[0][0]) == 0
+            if len(staged) >= SYNCFS_MIN_BATCH and self._syncfs is not None:
+                dfd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    synced = self._syncfs(dfd) == 0
+                finally:
+                    os.close(dfd)
             if not synced:
-                for fd, _tmp, _target in self.staged:
-                    os.fsync(fd)
-            for fd, tmp, target in self.staged:
-                os.close(fd)
+                for fd, tmp, _target in staged:
+                    sfd = fd if fd >= 0 else os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(sfd)
+                    finally:
+                        if sfd != fd:
+                            os.close(sfd)
+            for _fd, tmp, target in staged:
                 os.replace(tmp, target)
+                done += 1
             fsync_dir(self.folder)
-            return len(self.staged)
+            return done
         finally:
-            self.staged = []
-            self.targets = set()
+            for fd, _tmp, _target in staged:
+                if fd >= 0:
+                    os.close(fd)
+            for _fd, tmp, _target in staged[done:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def abort(self) -> None:
-        for fd, tmp, _target in self.staged:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Drop staged files that were never committed."""
+        staged, self.staged, self.targets = self.staged, [], set()
+        for fd, tmp, _target in staged:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        self.staged = []
-        self.targets = set()
 
 
 def now_iso() -> str:
@@ -2009,7 +2031,11 @@ class Daemon:
         if inotify_ready and self.inotify is not None:
             names, overflow = self.inotify.read()
             gather_until = time.monotonic() + EVENT_GATHER_MAX
-            while time.monotonic() < gather_until and not overflow and len(names) < BATCH_MAX:
+            while (
+                time.monotonic() < gather_until
+                and not overflow
+                and sum(1 for n in names if is_record_name(n)) < BATCH_MAX
+            ):
                 more, _, _ = select.select([self.inotify.fd], [], [], EVENT_GATHER_GAP)
                 if not more:
                     break
