@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint unit test demo lock clean
+.PHONY: venv lint unit molecule test demo lock clean
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
@@ -20,7 +20,11 @@ lint: venv
 unit: venv
 	pytest -q
 
-test: lint unit
+# Both molecule scenarios on a real systemd test host (podman); prints "molecule: N passed, M failed".
+molecule: venv
+	@bash scripts/run-molecule.sh
+
+test: lint unit molecule
 
 demo: venv
 	@echo "make demo: the local demo arrives with the hyops runner (issue 5)."
