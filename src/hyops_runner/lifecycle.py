@@ -26,7 +26,7 @@ from .lock import slot_lock
 from .modules import ModuleSpec, find_module
 from .runid import new_run_id, utc_now
 from .runtime import Layout
-from .validate import inputs_validator, problems
+from .validate import input_problems
 
 
 @dataclass
@@ -53,11 +53,11 @@ def prepare(req: Request) -> Prepared:
     """Module, inputs, validation and inventory: everything that must hold before a run."""
     spec = find_module(req.module_ref, req.module_roots)
     resolved = resolve(spec.defaults, req.inputs_file, req.environ)
-    validator = inputs_validator(spec.schema_dir, req.command)
-    if validator is not None:
-        found = problems(validator, resolved.values)
-        if found:
-            raise InputError(_source(req), found)
+    # preflight answers "would apply run?", so it checks what apply checks.
+    lifecycle = "apply" if req.command == "preflight" else req.command
+    found = input_problems(spec.schema_dir, lifecycle, resolved.values)
+    if found:
+        raise InputError(_source(req), found)
     try:
         text = inventory.render(resolved.values)
         hosts = inventory.hosts(resolved.values)

@@ -52,9 +52,6 @@ def running(
         if isinstance(outputs, dict):
             doc["outputs"] = outputs
             doc["output_count"] = len(outputs)
-        for key in ("rerun_inputs_file", "resolved_inputs_file"):
-            if isinstance(previous.get(key), str):
-                doc[key] = previous[key]
     return doc
 
 
