@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--env", help="environment name; root ~/.hybridops/envs/ENV")
         cmd.add_argument("--root", help="runtime root folder (overrides --env and the environment)")
-        cmd.add_argument("--module", required=True, metavar="REF", help="module ref, e.g. platform/network/decision-dispatcher")
+        cmd.add_argument(
+            "--module",
+            required=True,
+            metavar="REF",
+            help="module ref, e.g. platform/network/decision-dispatcher",
+        )
         cmd.add_argument(
             "--state-instance",
             metavar="NAME",
@@ -74,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="DIR",
-            help="also look for DIR/<ref>/module.yml (searched before installed packages; repeatable)",
+            help="also look for DIR/<ref>/module.yml (before installed packages; repeatable)",
         )
         if name != "show":
-            cmd.add_argument("--inputs", metavar="FILE", help="YAML inputs file (merged over module defaults)")
+            cmd.add_argument(
+                "--inputs", metavar="FILE", help="YAML inputs file (merged over module defaults)"
+            )
         cmd.add_argument(
             "--json",
             action="store_true",
@@ -118,11 +125,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         checks, problems = run_preflight(req)
         failed = any(c.status == "fail" for c in checks)
         if args.json:
-            print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks], "input_problems": problems}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "ok": not failed,
+                        "checks": [c.as_dict() for c in checks],
+                        "input_problems": problems,
+                    },
+                    indent=2,
+                )
+            )
         else:
             print(preflight.table(checks))
             for line in problems:
-                print(f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}", file=sys.stderr)
+                print(
+                    f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}",
+                    file=sys.stderr,
+                )
         return EXIT_FAILURE if failed else EXIT_OK
     final = run_lifecycle(req, progress=sys.stderr if args.json else sys.stdout)
     if args.json:

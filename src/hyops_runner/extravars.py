@@ -25,7 +25,11 @@ def _unsafe_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 def _plain_keys(dumper: yaml.SafeDumper, value: dict[Any, Any]) -> yaml.Node:
     pairs = []
     for key in sorted(value, key=str):
-        key_node = yaml.SafeDumper.represent_str(dumper, key) if isinstance(key, str) else dumper.represent_data(key)
+        key_node = (
+            yaml.SafeDumper.represent_str(dumper, key)
+            if isinstance(key, str)
+            else dumper.represent_data(key)
+        )
         pairs.append((key_node, dumper.represent_data(value[key])))
     return yaml.MappingNode("tag:yaml.org,2002:map", pairs, flow_style=False)
 

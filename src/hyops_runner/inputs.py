@@ -57,7 +57,9 @@ def load_inputs_file(path: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(path, [f"not valid YAML: {where}{' '.join(str(problem).split())}"]) from None
+        raise InputError(
+            path, [f"not valid YAML: {where}{' '.join(str(problem).split())}"]
+        ) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -133,6 +135,10 @@ def _leaf_paths(doc: Any, prefix: Path_ = ()) -> set[Path_]:
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+    }.get(type(value), type(value).__name__)

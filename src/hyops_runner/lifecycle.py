@@ -9,6 +9,7 @@ latest.json -> ok/destroyed. Any failure after "running" leaves ``status: error`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -79,10 +80,14 @@ def run_preflight(req: Request) -> tuple[list[preflight.Check], list[str]]:
     except InputError as exc:
         return [preflight.Check("inputs", "fail", f"{len(exc.problems)} problem(s)")], exc.problems
     checks.append(preflight.Check("inputs", "ok", f"valid ({_source(req)})"))
-    checks.append(_playbook_check(prep.spec, req.command if req.command != "preflight" else "apply"))
+    checks.append(
+        _playbook_check(prep.spec, req.command if req.command != "preflight" else "apply")
+    )
     checks += preflight.tools(prep.hosts)
     checks.append(preflight.root_writable(req.root))
-    checks.append(preflight.required_env(list(prep.inputs.values.get("required_env", [])), req.environ))
+    checks.append(
+        preflight.required_env(list(prep.inputs.values.get("required_env", [])), req.environ)
+    )
     checks += _connectivity(prep)
     return checks, []
 
@@ -93,7 +98,9 @@ def _playbook_check(spec: ModuleSpec, command: str) -> preflight.Check:
     except HyopsError as exc:
         return preflight.Check(f"playbook {command}", "fail", str(exc))
     ok = path.is_file()
-    return preflight.Check(f"playbook {command}", "ok" if ok else "fail", str(path) if ok else f"missing: {path}")
+    return preflight.Check(
+        f"playbook {command}", "ok" if ok else "fail", str(path) if ok else f"missing: {path}"
+    )
 
 
 def _connectivity(prep: Prepared) -> list[preflight.Check]:
@@ -154,7 +161,9 @@ def _execute(
     spec, layout, values = prep.spec, prep.layout, prep.inputs.values
     work, evidence = layout.work_dir(run_id), layout.evidence_dir(run_id)
     resolved_file = evidence / "resolved.inputs.yml"
-    atomic_write_yaml(resolved_file, redact.masked(values), "# Resolved inputs of this run; secrets masked.\n")
+    atomic_write_yaml(
+        resolved_file, redact.masked(values), "# Resolved inputs of this run; secrets masked.\n"
+    )
     inventory_file = work / "inventory.ini"
     atomic_write_bytes(inventory_file, prep.inventory_text.encode("utf-8"))
     outputs_file = work / "hyops.outputs.json"
@@ -167,7 +176,9 @@ def _execute(
     }
     extravars.write(work / "hyops.inputs.yml", values, hyops_vars)
 
-    env_names = values.get("required_env_destroy" if req.command == "destroy" else "required_env", [])
+    env_names = values.get(
+        "required_env_destroy" if req.command == "destroy" else "required_env", []
+    )
     checks = [preflight.required_env(list(env_names), req.environ), *_connectivity(prep)]
     report["preflight"] = [c.as_dict() for c in checks]
     failed = [c for c in checks if c.status == "fail"]
@@ -203,7 +214,9 @@ def _execute(
     clean, notes = redact.rerun_inputs(values)
     header = "# Inputs to re-run this module with (hyops apply --inputs THIS_FILE).\n"
     atomic_write_yaml(layout.rerun_inputs_file, clean, header + "".join(n + "\n" for n in notes))
-    return state.succeeded_apply(spec, run_id, evidence, outputs, layout.rerun_inputs_file, resolved_file)
+    return state.succeeded_apply(
+        spec, run_id, evidence, outputs, layout.rerun_inputs_file, resolved_file
+    )
 
 
 def _read_outputs(path: Path) -> dict[str, Any]:
@@ -232,7 +245,9 @@ def _playbook_error(result: playbook.PlaybookResult) -> str:
 def _last_line(path: Path | None) -> str:
     if path is None or not path.exists():
         return ""
-    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    lines = [
+        ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()
+    ]
     for line in reversed(lines):
         if "ERROR" in line:
             return " ".join(line.split())[:300]
@@ -242,10 +257,9 @@ def _last_line(path: Path | None) -> str:
 def _finish_report(evidence: Path, report: dict[str, Any], t0: float) -> None:
     report["finished_at"] = utc_now().isoformat()
     report["duration_s"] = round(time.monotonic() - t0, 3)
-    try:
+    # The state file already says what happened; this evidence copy is best effort.
+    with contextlib.suppress(OSError):
         atomic_write_json(evidence / "result.json", report)
-    except OSError:
-        pass  # the state file already says what happened; evidence is best effort here
 
 
 def _one_line(exc: BaseException) -> str:
@@ -253,4 +267,3 @@ def _one_line(exc: BaseException) -> str:
     if text.startswith("hyops: "):
         text = text[len("hyops: ") :]
     return " ".join(text.split()) or type(exc).__name__
-

@@ -99,7 +99,9 @@ def load_module(folder: Path, expected_ref: str | None = None) -> ModuleSpec:
 
     ref = need("module_ref", str)
     if expected_ref and ref != expected_ref:
-        raise HyopsError(f"hyops: manifest {path}: module_ref is {ref!r}, expected {expected_ref!r}")
+        raise HyopsError(
+            f"hyops: manifest {path}: module_ref is {ref!r}, expected {expected_ref!r}"
+        )
     execution = need("execution", dict)
     playbooks = {k: (folder / v).resolve() for k, v in need("execution.playbooks", dict).items()}
     constraints = doc.get("constraints") or {}

@@ -34,9 +34,9 @@ class PlaybookResult:
 
     def first_failure(self) -> dict[str, Any] | None:
         for ev in self.events:
-            if ev.get("event") == "result" and ev.get("status") in ("failed", "unreachable"):
-                if not ev.get("ignored"):
-                    return ev
+            failed = ev.get("status") in ("failed", "unreachable") and not ev.get("ignored")
+            if ev.get("event") == "result" and failed:
+                return ev
         return None
 
 
@@ -48,7 +48,9 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def ansible_env(module_dir: Path, progress_file: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+def ansible_env(
+    module_dir: Path, progress_file: Path, base: dict[str, str] | None = None
+) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
 
     def prepend(var: str, value: Path) -> None:

@@ -45,9 +45,7 @@ def tools(hosts: list[Host]) -> list[Check]:
         if not needed:
             continue
         found = find_tool(name)
-        out.append(
-            Check(f"tool {name}", "ok" if found else "fail", found or f"{name} not on PATH")
-        )
+        out.append(Check(f"tool {name}", "ok" if found else "fail", found or f"{name} not on PATH"))
     return out
 
 
@@ -80,7 +78,13 @@ def connectivity(host: Host, inputs: dict[str, Any]) -> list[Check]:
     port = int(host.hostvars.get("ansible_port", inputs["target_port"]))
     timeout = float(inputs["connectivity_timeout_s"])
     tcp = _tcp_probe(host.address, port, timeout, float(inputs["connectivity_wait_s"]))
-    checks = [Check(f"tcp {host.name}", "ok" if tcp is None else "fail", tcp or f"{host.address}:{port} open")]
+    checks = [
+        Check(
+            f"tcp {host.name}",
+            "ok" if tcp is None else "fail",
+            tcp or f"{host.address}:{port} open",
+        )
+    ]
     if tcp is None:
         checks.append(_ssh_probe(f"ssh {host.name}", host, port, inputs, timeout))
     return checks
@@ -124,7 +128,12 @@ def _podman_probe(name: str, host: Host, timeout: float) -> Check:
 def _command_probe(name: str, argv: list[str], timeout: float, ok_detail: str) -> Check:
     try:
         proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return Check(name, "fail", f"no answer within {timeout:.0f} s")
@@ -136,7 +145,9 @@ def _command_probe(name: str, argv: list[str], timeout: float, ok_detail: str) -
 
 def _version(tool: str) -> str:
     try:
-        proc = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(
+            [tool, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return tool
     first = proc.stdout.splitlines()[0] if proc.stdout else tool

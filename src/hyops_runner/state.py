@@ -57,9 +57,7 @@ def running(
 
 def failed(running_doc: dict[str, Any], command: str, error: str) -> dict[str, Any]:
     doc = dict(running_doc)
-    doc.update(
-        status="error", last_error=error, failed_command=command, updated_at=updated_at()
-    )
+    doc.update(status="error", last_error=error, failed_command=command, updated_at=updated_at())
     return doc
 
 

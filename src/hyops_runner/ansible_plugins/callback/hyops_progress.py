@@ -80,7 +80,9 @@ class CallbackModule(CallbackBase):
         self._emit(event="task", name=_text(task.get_name()), handler=True)
 
     def v2_runner_on_ok(self, result: Any) -> None:
-        changed = bool((result.result if hasattr(result, "result") else result._result).get("changed"))
+        changed = bool(
+            (result.result if hasattr(result, "result") else result._result).get("changed")
+        )
         self._result("changed" if changed else "ok", result)
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
