@@ -118,8 +118,8 @@ def test_many_violations_are_all_listed(
 
 
 def test_destroy_does_not_need_routes(make_inputs: Callable[[str], Path]) -> None:
-    from hyops_runner.validate import input_problems
     from hyops_runner.modules import find_module
+    from hyops_runner.validate import input_problems
 
     spec = find_module(REF)
     values = {**spec.defaults, "inventory_groups": {"edge_control": [{"name": "c", "host": "h"}]}}

@@ -71,7 +71,7 @@ def test_env_path_is_lowercased_and_split_on_double_underscore() -> None:
 
 
 def test_env_json_must_be_an_object() -> None:
-    with pytest.raises(InputError, match="HYOPS_INPUTS_JSON.*must be a JSON object"):
+    with pytest.raises(InputError, match=r"HYOPS_INPUTS_JSON.*must be a JSON object"):
         resolve(DEFAULTS, None, {"HYOPS_INPUTS_JSON": "[1]"})
     with pytest.raises(InputError, match="not valid JSON"):
         resolve(DEFAULTS, None, {"HYOPS_INPUTS_JSON": "{nope"})

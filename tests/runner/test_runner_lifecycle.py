@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 from runner_helpers import FIXTURE_REF, MODULE_ROOT, FixtureEnv, hyops
@@ -45,7 +46,7 @@ def test_apply_writes_state_workdir_and_evidence(fixture_env: FixtureEnv) -> Non
     assert "TASK [Write the marker file]" in (evidence / "ansible.stdout.log").read_text()
     result = json.loads((evidence / "result.json").read_text())
     assert result["status"] == "ok" and result["outputs_written"]["fixture.not_published"] == "leak"
-    rerun = yaml.safe_load(open(doc["rerun_inputs_file"]))
+    rerun = yaml.safe_load(Path(doc["rerun_inputs_file"]).read_text())
     assert rerun["fixture_marker_dir"] == str(fixture_env.marker_dir)
     for path in [fixture_env.state_file, work / "inventory.ini", evidence / "result.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -88,7 +89,7 @@ def test_failed_apply_keeps_previous_outputs(fixture_env: FixtureEnv) -> None:
     assert len(err) == 1 and err[0].startswith("hyops: apply failed: task 'Fail when asked to'")
     assert err[0].endswith("ansible.stdout.log)")
     # the rerun inputs still describe the last good apply
-    assert yaml.safe_load(open(good["rerun_inputs_file"])).get("fixture_fail") is False
+    assert yaml.safe_load(Path(good["rerun_inputs_file"]).read_text())["fixture_fail"] is False
 
 
 def test_missing_published_output_is_an_error(fixture_env: FixtureEnv) -> None:
@@ -157,7 +158,7 @@ def test_concurrent_apply_fails_fast(fixture_env: FixtureEnv) -> None:
         assert elapsed < 3
         assert fixture_env.state()["status"] == "running"  # the loser did not touch the state
     finally:
-        out, err = first.communicate(timeout=60)
+        _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert fixture_env.state()["status"] == "ok"
     # an instance slot has its own lock and state file

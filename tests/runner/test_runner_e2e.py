@@ -1,0 +1,154 @@
+"""End to end: the real module through ``hyops`` against a real systemd host.
+
+A podman container booted from the project's test-host image (testhost/build-image.sh)
+stands in for the control host, reached with ``ansible_connection:
+containers.podman.podman`` given as a host key in ``inventory_groups``. Apply, re-apply,
+a failing apply and destroy; every state document is checked against
+schemas/module-state.schema.json. Run with ``make e2e`` (part of ``make test``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runner_helpers import hyops
+
+from hyops_runner import schemas
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+REF = "platform/network/decision-dispatcher"
+MODULE_ID = "platform__network__decision-dispatcher"
+READY = {
+    "cap.control.decision_dispatcher": "ready",
+    "decision_dispatcher.execution_mode": "record-only",
+    "decision_dispatcher.status": "ready",
+}
+# Unique per checkout so parallel clones on one machine never share a container.
+CONTAINER = "hyops-e2e-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def control_host() -> Iterator[str]:
+    built = subprocess.run(
+        ["bash", str(REPO / "testhost" / "build-image.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    image = built.stdout.strip().splitlines()[-1]
+    podman(
+        "run", "--detach", "--replace", "--name", CONTAINER, "--hostname", "e2e-control",
+        "--label", "owner=hyops-e2e", "--runtime=runc", "--network=none", "--systemd=always",
+        "--cap-add=SYS_ADMIN", "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=8192:8192",
+        image, "/sbin/init",
+    )  # fmt: skip
+    try:
+        state = ""
+        for _ in range(60):
+            state = podman(
+                "exec", CONTAINER, "systemctl", "is-system-running", "--wait", check=False
+            ).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+        assert state in ("running", "degraded"), state
+        yield CONTAINER
+    finally:
+        podman("rm", "-f", "--ignore", CONTAINER, check=False)
+
+
+def host_json(container: str) -> str:
+    entry = {
+        "name": "e2e-control",
+        "host": container,
+        "ansible_connection": "containers.podman.podman",
+    }
+    return json.dumps({"inventory_groups": {"edge_control": [entry]}})
+
+
+def run(command: str, root: Path, container: str) -> Any:
+    args = [
+        command,
+        "--root",
+        str(root),
+        "--module",
+        REF,
+        "--inputs",
+        str(REPO / "examples" / "inputs.demo.yml"),
+    ]
+    return hyops(args, env={"HYOPS_INPUTS_JSON": host_json(container)}, timeout=300)
+
+
+def state(root: Path) -> dict[str, Any]:
+    doc = json.loads((root / "state" / "modules" / MODULE_ID / "latest.json").read_text())
+    assert schemas.violations("module-state", doc) == [], doc
+    return doc
+
+
+def main_pid(container: str) -> str:
+    return podman(
+        "exec", container, "systemctl", "show", "-P", "MainPID", "hyops-decision-dispatcher"
+    ).stdout.strip()
+
+
+def changed_tasks(evidence: Path) -> list[str]:
+    events = [
+        json.loads(line) for line in (evidence / "ansible.events.jsonl").read_text().splitlines()
+    ]
+    return [
+        e["task"] for e in events if e.get("event") == "result" and e.get("status") == "changed"
+    ]
+
+
+def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> None:
+    root = tmp_path / "runtime"
+
+    first = run("apply", root, control_host)
+    assert first.returncode == 0, first.stdout + first.stderr
+    ok = state(root)
+    assert ok["status"] == "ok" and ok["output_count"] == 5
+    assert {k: ok["outputs"][k] for k in READY} == READY
+    assert ok["outputs"]["decision_dispatcher.last_tick"]
+    assert "  changed " in first.stdout  # live progress, one line per task and host
+    pid = main_pid(control_host)
+    assert pid not in ("", "0")
+
+    again = run("apply", root, control_host)
+    assert again.returncode == 0, again.stdout + again.stderr
+    second = state(root)
+    assert second["status"] == "ok" and second["run_id"] != ok["run_id"]
+    assert changed_tasks(Path(second["evidence_dir"])) == []  # idempotent
+    assert main_pid(control_host) == pid  # not restarted
+
+    broken = run("apply", root, control_host + "-missing")
+    assert broken.returncode == 1
+    err = state(root)
+    assert err["status"] == "error" and err["failed_command"] == "apply"
+    assert "e2e-control" in err["last_error"] and "(log: " in err["last_error"]
+    assert err["outputs"] == second["outputs"]  # previous outputs kept
+    assert broken.stderr.count("\n") == 1 and broken.stderr.startswith("hyops: apply failed: ")
+
+    gone = run("destroy", root, control_host)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    final = state(root)
+    assert final["status"] == "destroyed" and final["outputs"] == {} and final["output_count"] == 0
+    archive = Path(final["evidence_dir"]) / "archive"
+    assert [p for p in archive.rglob("*") if p.is_file()], f"no archive in {archive}"
+    active = podman(
+        "exec", control_host, "systemctl", "is-active", "hyops-decision-dispatcher", check=False
+    )
+    assert active.stdout.strip() != "active"
