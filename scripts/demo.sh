@@ -68,15 +68,14 @@ start_host() {
   case "$state" in running|degraded) ;; *) echo "demo: the control host did not boot" >&2; exit 1 ;; esac
 }
 
+# The runbook's own steps run against the container (docs/RUNBOOK.md, "Context").
+export ENV="$ENV_NAME" INPUTS ON_HOST="podman exec $CONTAINER"
+
 up() {
   need_packages
   start_host
-  say "hyops apply --env $ENV_NAME --module $MODULE --inputs $INPUTS"
-  hyops apply --env "$ENV_NAME" --module "$MODULE" --inputs "$INPUTS"
-  say "synthetic handoff validation (a record in, an awaiting-approval request out, both removed)"
-  podman exec "$CONTAINER" python3 "$SCRIPT" --config "$CONFIG" validate-handoff
-  say "jq '.status, .outputs' $STATE"
-  jq '.status, .outputs' "$STATE"
+  # preflight + apply, jq/status checks, synthetic handoff: exactly the runbook's commands
+  bash scripts/runbook-steps.sh context execute verify handoff
   cat <<EOT
 
 Look around:
@@ -89,16 +88,13 @@ Look around:
 Tear down:
   make demo-destroy     (hyops destroy --env $ENV_NAME, then removes the container)
 EOT
+  say "jq '.status, .outputs' $STATE"
+  jq '.status, .outputs' "$STATE"
 }
 
 down() {
   if running; then
-    say "hyops destroy --env $ENV_NAME --module $MODULE --inputs $INPUTS"
-    hyops destroy --env "$ENV_NAME" --module "$MODULE" --inputs "$INPUTS"
-    say "jq '.status, .outputs' $STATE"
-    jq '.status, .outputs' "$STATE"
-    evidence=$(jq -r .evidence_dir "$STATE")
-    echo "archive of requests, ledger and log: $evidence/archive"
+    bash scripts/runbook-steps.sh context destroy
   else
     echo "demo: no running control host $CONTAINER; nothing to destroy"
   fi

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 REF = "platform/network/decision-dispatcher"
 MODULE_ID = "platform__network__decision-dispatcher"
+DEMO_INPUTS = REPO / "examples" / "inputs.demo.yml"
 READY = {
     "cap.control.decision_dispatcher": "ready",
     "decision_dispatcher.execution_mode": "record-only",
@@ -80,20 +83,34 @@ def host_json(container: str) -> str:
     return json.dumps({"inventory_groups": {"edge_control": [entry]}})
 
 
-def run(command: str, root: Path, container: str) -> Any:
-    args = [
-        command,
-        "--root",
-        str(root),
-        "--module",
-        REF,
-        "--inputs",
-        str(REPO / "examples" / "inputs.demo.yml"),
-    ]
-    return hyops(args, env={"HYOPS_INPUTS_JSON": host_json(container)}, timeout=300)
+def run(command: str, home: Path, container: str) -> Any:
+    args = [command, "--env", "e2e", "--module", REF, "--inputs", str(DEMO_INPUTS)]
+    env = {"HOME": str(home), "HYOPS_INPUTS_JSON": host_json(container)}
+    return hyops(args, env=env, timeout=300)
 
 
-def state(root: Path) -> dict[str, Any]:
+def runbook(home: Path, container: str, *steps: str) -> subprocess.CompletedProcess[str]:
+    """Run docs/RUNBOOK.md steps verbatim, as an operator's shell would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYOPS_")}
+    env.update(
+        HOME=str(home),
+        ENV="e2e",
+        INPUTS=str(DEMO_INPUTS),
+        ON_HOST=f"podman exec {container}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+    )
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "runbook-steps.sh"), *steps],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def state(home: Path) -> dict[str, Any]:
+    root = home / ".hybridops" / "envs" / "e2e"
     doc = json.loads((root / "state" / "modules" / MODULE_ID / "latest.json").read_text())
     assert schemas.violations("module-state", doc) == [], doc
     return doc
@@ -115,7 +132,7 @@ def changed_tasks(evidence: Path) -> list[str]:
 
 
 def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> None:
-    root = tmp_path / "runtime"
+    root = tmp_path / "home"  # --env e2e resolves to <HOME>/.hybridops/envs/e2e
 
     first = run("apply", root, control_host)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -127,8 +144,11 @@ def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> Non
     pid = main_pid(control_host)
     assert pid not in ("", "0")
 
-    again = run("apply", root, control_host)
+    # The runbook's verification, then its rollback: re-apply the rerun inputs file alone
+    # (no HYOPS_INPUTS_JSON), which must reach the same host and change nothing.
+    again = runbook(root, control_host, "context", "verify", "rollback")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert '"ok"' in again.stdout
     second = state(root)
     assert second["status"] == "ok" and second["run_id"] != ok["run_id"]
     assert changed_tasks(Path(second["evidence_dir"])) == []  # idempotent
