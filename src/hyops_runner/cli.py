@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -81,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="also look for DIR/<ref>/module.yml (before installed packages; repeatable)",
         )
+        if name in ("apply", "destroy"):
+            cmd.add_argument(
+                "--timeout",
+                type=int,
+                default=3600,
+                metavar="SECONDS",
+                help="stop ansible-playbook after this long and record an error (default 3600)",
+            )
         if name != "show":
             cmd.add_argument(
                 "--inputs", metavar="FILE", help="YAML inputs file (merged over module defaults)"
@@ -93,8 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM takes the same path as Ctrl-C: stop ansible-playbook, record status: error.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return _dispatch(args)
     except HyopsError as exc:
@@ -120,6 +135,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         state_instance=args.state_instance,
         module_roots=list(args.module_root),
         environ=dict(os.environ),
+        timeout_s=getattr(args, "timeout", None),
     )
     if args.command == "preflight":
         checks, problems = run_preflight(req)

@@ -39,6 +39,7 @@ class Request:
     state_instance: str | None = None
     module_roots: list[str] = field(default_factory=list)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    timeout_s: int | None = None
 
 
 @dataclass
@@ -136,6 +137,9 @@ def run_lifecycle(req: Request, progress: TextIO | None = sys.stdout) -> dict[st
             final = _execute(req, prep, playbook_path, run_id, report, progress)
         except BaseException as exc:
             message = _one_line(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                log = evidence / "ansible.stdout.log"
+                message = f"interrupted (Ctrl-C or SIGTERM); the playbook was stopped (log: {log})"
             state.write_state(layout.state_file, state.failed(current, req.command, message))
             report.update(status="error", error=message)
             _finish_report(evidence, report, t0)
@@ -195,6 +199,7 @@ def _execute(
         evidence,
         spec.directory,
         progress,
+        timeout_s=req.timeout_s or None,
     )
     report["playbook"] = {"path": str(playbook_path), "returncode": result.returncode}
     if result.returncode != 0:

@@ -124,10 +124,8 @@ def run(
                 if done:
                     break
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
-                    proc.terminate()
-                    proc.wait(10)
                     raise HyopsError(
-                        f"hyops: ansible-playbook exceeded {timeout_s:.0f} s and was stopped "
+                        f"ansible-playbook exceeded --timeout {timeout_s:.0f} s and was stopped "
                         f"(log: {stdout_log})"
                     )
                 time.sleep(POLL_S)

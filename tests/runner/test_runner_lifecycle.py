@@ -186,3 +186,37 @@ def test_apply_json_prints_the_state(fixture_env: FixtureEnv) -> None:
     assert run.returncode == 0
     assert json.loads(run.stdout) == fixture_env.state()
     assert "Write the marker file" in run.stderr
+
+
+def test_sigterm_stops_the_playbook_and_records_error(fixture_env: FixtureEnv) -> None:
+    fixture_env.write_inputs(fixture_sleep_s=30)
+    args = [sys.executable, "-m", "hyops_runner.cli", "apply", "--root", str(fixture_env.root)]
+    args += ["--module", FIXTURE_REF, "--module-root", str(MODULE_ROOT)]
+    args += ["--inputs", str(fixture_env.inputs_file)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    events = None
+    while events is None or "Hold the run open" not in events.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        if fixture_env.state_file.exists():
+            events = Path(fixture_env.state()["evidence_dir"]) / "ansible.events.jsonl"
+            events = events if events.exists() else None
+    proc.terminate()
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert "apply interrupted" in err
+    doc = fixture_env.state()
+    assert doc["status"] == "error" and "interrupted" in doc["last_error"]
+    # ansible-playbook was stopped with it, not left running against the host
+    ps = subprocess.run(["pgrep", "-f", str(fixture_env.inputs_file.parent)], capture_output=True)
+    assert ps.stdout == b""
+
+
+def test_timeout_stops_a_hung_playbook(fixture_env: FixtureEnv) -> None:
+    fixture_env.write_inputs(fixture_sleep_s=60)
+    t0 = time.monotonic()
+    run = fixture_env.run("apply", "--timeout", "3")
+    assert time.monotonic() - t0 < 20
+    assert run.returncode == 1
+    assert "exceeded --timeout 3 s" in fixture_env.state()["last_error"]
