@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint unit e2e test demo demo-destroy lock clean
+.PHONY: venv lint unit molecule e2e test demo demo-destroy lock clean
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
@@ -20,11 +20,15 @@ lint: venv
 unit: venv
 	pytest -q -m "not e2e"
 
+# Both molecule scenarios on a real systemd test host (podman); prints "molecule: N passed, M failed".
+molecule: venv
+	@bash scripts/run-molecule.sh
+
 # The real module, through hyops, against a podman systemd test host (tests/runner).
 e2e: venv
 	pytest -q -m e2e tests/runner
 
-test: lint unit e2e
+test: lint unit molecule e2e
 
 demo: venv
 	@bash scripts/demo.sh up

@@ -1,0 +1,1 @@
+../../../files/dispatcher.py

@@ -1,0 +1,63 @@
+"""Golden files: tests/daemon/golden/<case>.record.json -> <case>.expected.json.
+
+The expected file holds the outcome and the full request the core builds with a fixed
+clock. Regenerate after an intended change with UPDATE_GOLDEN=1 and review the diff."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROUTES, assert_valid, load_dispatcher
+
+d = load_dispatcher()
+GOLDEN = Path(__file__).parent / "golden"
+CASES = sorted(p.name.removesuffix(".record.json") for p in GOLDEN.glob("*.record.json"))
+NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+MTIME = NOW - 30
+CONFIG: dict[str, Any] = {
+    "schema_version": 1,
+    "root": "/opt/hybridops/decision-dispatcher",
+    "decision_records_dir": "/opt/hybridops/decision-service/state/records",
+    "execution_mode": "record-only",
+    "require_approval": True,
+    "poll_seconds": 15,
+    "routes": ROUTES,
+}
+
+
+def run_case(case: str) -> dict[str, Any]:
+    cfg = d.parse_config(
+        json.dumps(CONFIG).encode(), "/opt/hybridops/decision-dispatcher/config/config.json"
+    )
+    record = d.parse_record((GOLDEN / f"{case}.record.json").read_bytes())
+    path = f"{cfg.records_dir}/{case}.json"
+    decision = d.decide(record, record_path=path, mtime=MTIME, config=cfg, now=NOW, last_emit={})
+    return {
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+        "dispatch_id": decision.dispatch_id,
+        "request": decision.request,
+    }
+
+
+def test_there_are_golden_cases() -> None:
+    assert len(CASES) >= 5
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    got = run_case(case)
+    expected_path = GOLDEN / f"{case}.expected.json"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        expected_path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    expected = json.loads(expected_path.read_text())
+    assert got == expected
+    if got["request"] is not None:
+        assert_valid("dispatch-request", got["request"])
+        # What the daemon writes is exactly this document, byte for byte canonical.
+        assert json.loads(d.dump_json(got["request"])) == got["request"]

@@ -1,0 +1,136 @@
+"""The role's templates render to what the daemon and systemd expect (molecule runs them for real).
+
+Rendered with plain Jinja2 plus stand-ins for the three Ansible filters they use, so these
+tests need no Ansible run; the config is checked against the daemon's JSON Schema.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jsonschema
+import pytest
+import yaml
+from referencing import Registry, Resource
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "decision_dispatcher"
+DEFAULTS: dict[str, Any] = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text("utf-8"))
+CONFIG_FILE = f"{DEFAULTS['decision_dispatcher_root']}/config/config.json"
+ROUTES = {
+    "cutover": {
+        "target_kind": "blueprint",
+        "target_ref": "dr/postgresql-ha-failover-gcp@v1",
+        "target_env": "dr",
+        "execution_plane": "runner-local",
+        "requires_approval": False,
+        "approval_ttl_seconds": 3600,
+    }
+}
+
+
+def render(template: str, **overrides: Any) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ROLE / "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["bool"] = bool
+    env.filters["to_nice_json"] = lambda v, indent=4, sort_keys=True: json.dumps(
+        v, indent=indent, sort_keys=sort_keys
+    )
+    variables = {
+        **DEFAULTS,
+        "decision_dispatcher_routes": ROUTES,
+        "ansible_managed": "managed by Ansible",
+        "__decision_dispatcher_config_file": CONFIG_FILE,
+        "__decision_dispatcher_systemd_version": 252,
+        **overrides,
+    }
+    return env.get_template(template).render(variables)
+
+
+def unit_directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def schema_validator() -> jsonschema.Draft202012Validator:
+    schemas = {p.name: json.loads(p.read_text("utf-8")) for p in (REPO / "schemas").glob("*.json")}
+    registry = Registry().with_resources(
+        (name, Resource.from_contents(body)) for name, body in schemas.items()
+    )
+    registry = registry.with_resources(
+        (body["$id"], Resource.from_contents(body)) for body in schemas.values() if "$id" in body
+    )
+    return jsonschema.Draft202012Validator(
+        schemas["dispatcher-config.schema.json"], registry=registry
+    )
+
+
+def test_config_renders_valid_json_that_the_schema_accepts() -> None:
+    config = json.loads(render("config.json.j2"))
+    schema_validator().validate(config)
+    assert config["routes"] == ROUTES
+    assert config["root"] == DEFAULTS["decision_dispatcher_root"]
+    assert config["decision_records_dir"] == DEFAULTS["decision_dispatcher_records_dir"]
+    assert config["execution_mode"] == "record-only"
+
+
+def test_config_rendering_is_byte_stable() -> None:
+    assert render("config.json.j2") == render("config.json.j2")
+
+
+def test_config_types_survive_string_inputs() -> None:
+    config = json.loads(render("config.json.j2", decision_dispatcher_poll_seconds="20"))
+    assert config["poll_seconds"] == 20
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("Type", "notify"),
+        ("RestartPreventExitStatus", "3"),
+        ("Restart", "on-failure"),
+        ("UMask", "0027"),
+        ("PrivateNetwork", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ReadWritePaths", "/opt/hybridops/decision-dispatcher"),
+        ("ReadOnlyPaths", "/opt/hybridops/decision-service/state/records"),
+        ("User", "hyops-dispatcher"),
+        ("WatchdogSec", "30"),
+        ("StartLimitBurst", "5"),
+    ],
+)
+def test_unit_sets(key: str, value: str) -> None:
+    assert unit_directives(render("dispatcher.service.j2"))[key] == [value]
+
+
+def test_unit_runs_the_installed_script_with_the_rendered_config() -> None:
+    exec_start = unit_directives(render("dispatcher.service.j2"))["ExecStart"][0]
+    assert exec_start.split() == [
+        "/usr/bin/python3",
+        "/usr/local/lib/hyops-decision-dispatcher/dispatcher.py",
+        "--config",
+        "/opt/hybridops/decision-dispatcher/config/config.json",
+        "run",
+    ]
+
+
+def test_unit_backoff_directives_only_where_systemd_knows_them() -> None:
+    old = unit_directives(render("dispatcher.service.j2"))
+    new = unit_directives(
+        render("dispatcher.service.j2", __decision_dispatcher_systemd_version=255)
+    )
+    assert "RestartSteps" not in old
+    assert new["RestartSteps"] == ["6"]
+    assert new["RestartMaxDelaySec"] == ["60"]
