@@ -6,6 +6,7 @@ never a mix, and after a crash both the file and its folder entry are on disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,9 +19,18 @@ FILE_MODE = 0o600
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) as 0700; an existing folder is tightened to 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    # mkdir's mode is filtered by the umask and ignored for existing folders.
+    """Create ``path`` as 0700, and any missing parents too (e.g. ``~/.hybridops/envs``);
+    an existing ``path`` is tightened to 0700, existing parents are left alone."""
+    missing = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a concurrent run made it first
+            folder.mkdir(mode=DIR_MODE)
+        # mkdir's mode is filtered by the umask.
+        os.chmod(folder, DIR_MODE)
     os.chmod(path, DIR_MODE)
     return path
 
@@ -68,3 +78,16 @@ def dump_yaml(doc: Any) -> str:
 
 def atomic_write_yaml(path: Path, doc: Any, header: str = "") -> None:
     atomic_write_bytes(path, (header + dump_yaml(doc)).encode("utf-8"))
+
+
+def tighten_tree(top: Path) -> None:
+    """Folders 0700 and files 0600 under ``top``: what a playbook fetched keeps its umask."""
+    if not top.is_dir():
+        return
+    for folder, dirs, files in os.walk(top):
+        os.chmod(folder, DIR_MODE)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, FILE_MODE)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]

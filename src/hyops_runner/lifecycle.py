@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from . import extravars, inventory, playbook, preflight, redact, state
 from .errors import HyopsError, InputError
-from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_yaml
+from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_yaml, tighten_tree
 from .inputs import ResolvedInputs, resolve
 from .lock import slot_lock
 from .modules import ModuleSpec, find_module
@@ -142,7 +142,7 @@ def run_lifecycle(req: Request, progress: TextIO | None = sys.stdout) -> dict[st
                 message = f"interrupted (Ctrl-C or SIGTERM); the playbook was stopped (log: {log})"
             state.write_state(layout.state_file, state.failed(current, req.command, message))
             report.update(status="error", error=message)
-            _finish_report(evidence, report, t0)
+            _finish_report(layout, run_id, report, t0)
             if isinstance(exc, HyopsError):
                 raise HyopsError(f"hyops: {req.command} failed: {message}") from exc
             if isinstance(exc, KeyboardInterrupt):
@@ -150,7 +150,7 @@ def run_lifecycle(req: Request, progress: TextIO | None = sys.stdout) -> dict[st
             raise
         state.write_state(layout.state_file, final)
         report.update(status=final["status"])
-        _finish_report(evidence, report, t0)
+        _finish_report(layout, run_id, report, t0)
         return final
 
 
@@ -259,7 +259,12 @@ def _last_line(path: Path | None) -> str:
     return " ".join(lines[-1].split())[:300] if lines else ""
 
 
-def _finish_report(evidence: Path, report: dict[str, Any], t0: float) -> None:
+def _finish_report(layout: Layout, run_id: str, report: dict[str, Any], t0: float) -> None:
+    evidence = layout.evidence_dir(run_id)
+    # The destroy archive and anything else the playbook put here came with its umask.
+    with contextlib.suppress(OSError):
+        tighten_tree(evidence)
+        tighten_tree(layout.work_dir(run_id))
     report["finished_at"] = utc_now().isoformat()
     report["duration_s"] = round(time.monotonic() - t0, 3)
     # The state file already says what happened; this evidence copy is best effort.

@@ -168,6 +168,11 @@ def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> Non
     assert final["status"] == "destroyed" and final["outputs"] == {} and final["output_count"] == 0
     archive = Path(final["evidence_dir"]) / "archive"
     assert [p for p in archive.rglob("*") if p.is_file()], f"no archive in {archive}"
+    loose = [
+        p for p in (root / ".hybridops").rglob("*")
+        if not p.is_symlink() and (p.stat().st_mode & 0o777) != (0o700 if p.is_dir() else 0o600)
+    ]  # fmt: skip
+    assert loose == [], loose[:5]
     active = podman(
         "exec", control_host, "systemctl", "is-active", "hyops-decision-dispatcher", check=False
     )

@@ -93,6 +93,20 @@ def test_layout_folders_are_0700_even_with_a_loose_umask(tmp_path: Path) -> None
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
+def test_missing_parents_of_the_root_are_private_too(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    old = os.umask(0o022)
+    try:
+        home = tmp_path / "home"
+        root = resolve_root(None, "dev", {"HOME": str(home)})
+        Layout(root, REF).prepare()
+    finally:
+        os.umask(old)
+    for folder in (home, home / ".hybridops", home / ".hybridops" / "envs", root):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755  # an existing parent is not ours
+
+
 def test_run_id_shape_and_uniqueness() -> None:
     now = datetime(2026, 3, 20, 10, 15, 0, tzinfo=timezone.utc)
     ids = {new_run_id("apply", now) for _ in range(200)}
