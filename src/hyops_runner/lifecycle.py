@@ -216,7 +216,7 @@ def _execute(
         raise HyopsError(
             f"playbook did not write published output(s) {', '.join(missing)} to {outputs_file}"
         )
-    clean, notes = redact.rerun_inputs(values)
+    clean, notes = redact.rerun_inputs(values, prep.inputs.from_env)
     header = "# Inputs to re-run this module with (hyops apply --inputs THIS_FILE).\n"
     atomic_write_yaml(layout.rerun_inputs_file, clean, header + "".join(n + "\n" for n in notes))
     return state.succeeded_apply(

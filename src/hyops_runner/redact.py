@@ -87,12 +87,18 @@ def masked(doc: Any) -> Any:
     return _walk(doc, (), MASK, drop=False)
 
 
-def rerun_inputs(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(copy without secrets, header comment lines naming what was removed)."""
+def rerun_inputs(
+    doc: dict[str, Any], from_env: set[tuple[str, ...]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """(copy without secrets, header comment lines naming what was removed and which
+    kept values came from the environment rather than the inputs file)."""
     removed = secret_paths(doc)
     notes = [
         f"# removed secret: {'.'.join(p)} (supply it again with "
         f"HYOPS_INPUT_{'__'.join(p).upper()} when re-running)"
         for p in removed
     ]
+    for path in sorted(from_env or ()):
+        if not any(path[: len(r)] == r for r in removed):
+            notes.append(f"# kept from the environment of the run: {'.'.join(path)}")
     return _walk(doc, (), None, drop=True), notes

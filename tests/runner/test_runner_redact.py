@@ -69,3 +69,12 @@ def test_rerun_inputs_drop_secrets_and_say_so() -> None:
 def test_masked_keeps_shape() -> None:
     doc = {"a_token": "x", "b": [PEM, "y"], "c": {"secret": {"deep": 1}}}
     assert masked(doc) == {"a_token": MASK, "b": [MASK, "y"], "c": {"secret": MASK}}
+
+
+def test_rerun_notes_name_values_that_came_from_the_environment() -> None:
+    doc = {"inventory_groups": {"edge_control": [{"name": "a", "host": "b"}]}, "db_password": "x"}
+    from_env = {("inventory_groups", "edge_control"), ("db_password",)}
+    clean, notes = rerun_inputs(doc, from_env)
+    assert clean == {"inventory_groups": doc["inventory_groups"]}
+    assert notes[-1] == "# kept from the environment of the run: inventory_groups.edge_control"
+    assert sum("db_password" in n for n in notes) == 1  # named once, as a removed secret
