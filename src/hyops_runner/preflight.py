@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .fsutil import ensure_private_dir
 from .inventory import Host
 from .playbook import find_tool
 
@@ -52,7 +53,7 @@ def tools(hosts: list[Host]) -> list[Check]:
 def root_writable(root: Path) -> Check:
     probe = root / f".preflight-{os.getpid()}"
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(root)  # the run would create it the same way
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

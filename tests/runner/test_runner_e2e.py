@@ -134,6 +134,19 @@ def changed_tasks(evidence: Path) -> list[str]:
 def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> None:
     root = tmp_path / "home"  # --env e2e resolves to <HOME>/.hybridops/envs/e2e
 
+    # preflight with connectivity_check on probes the container with podman exec
+    pre = hyops(
+        ["preflight", "--env", "e2e", "--module", REF, "--inputs", str(DEMO_INPUTS), "--json"],
+        env={
+            "HOME": str(root),
+            "HYOPS_INPUTS_JSON": host_json(control_host),
+            "HYOPS_INPUT_CONNECTIVITY_CHECK": "true",
+        },
+    )
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    probes = {c["name"]: c["status"] for c in json.loads(pre.stdout)["checks"]}
+    assert probes["connect e2e-control"] == "ok" and probes["tool podman"] == "ok"
+
     first = run("apply", root, control_host)
     assert first.returncode == 0, first.stdout + first.stderr
     ok = state(root)

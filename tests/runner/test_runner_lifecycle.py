@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,3 +221,38 @@ def test_timeout_stops_a_hung_playbook(fixture_env: FixtureEnv) -> None:
     assert time.monotonic() - t0 < 20
     assert run.returncode == 1
     assert "exceeded --timeout 3 s" in fixture_env.state()["last_error"]
+
+
+def test_open_port_that_is_not_ssh_fails_the_ssh_probe(fixture_env: FixtureEnv) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.2", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        # A listener that accepts and hangs up at once: TCP passes, SSH cannot.
+        stop = threading.Event()
+
+        def serve() -> None:
+            server.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            fixture_env.write_inputs(
+                inventory_groups={"edge_control": [{"name": "far", "host": "127.0.0.2"}]},
+                target_port=port,
+            )
+            pre = fixture_env.run("preflight", "--json")
+        finally:
+            stop.set()
+            thread.join(5)
+    report = json.loads(pre.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert pre.returncode == 1 and report["ok"] is False
+    assert checks["tcp far"]["status"] == "ok"
+    assert checks["ssh far"]["status"] == "fail" and checks["ssh far"]["detail"]
