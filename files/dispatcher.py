@@ -105,7 +105,13 @@ HANDOFF_PREFIX = "handoff-check-"
 # already handled files that no inotify event reported.
 FULL_SCAN_SECONDS = 3600.0
 # Ledger rows are committed at least every this many records during a burst.
-BATCH_MAX = 256
+BATCH_MAX = 1024
+# From this many staged requests on, one syncfs() replaces the per-file fsyncs.
+SYNCFS_MIN_BATCH = 8
+# inotify: after a wake-up keep collecting events while they keep coming (a burst
+# becomes one batch), for at most this long.
+EVENT_GATHER_GAP = 0.002
+EVENT_GATHER_MAX = 0.1
 # state.json is rewritten at most this often while records keep arriving.
 STATE_MIN_INTERVAL = 0.5
 
@@ -719,6 +725,92 @@ def remove_stale_temps(folder: str) -> int:
     return removed
 
 
+class StagedWrites:
+    """Request files written as a batch, durably: every temp file is written, then all are
+    flushed at once (one syncfs() for a burst instead of an fsync per file), then renamed,
+    then the folder is fsynced. Only after commit() may the ledger say they exist."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.staged: List[Tuple[int, str, str]] = []  # (fd, temp path, target path)
+        self.targets: set = set()
+        self._syncfs: Optional[Callable[[int], int]] = None
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            self._syncfs = libc.syncfs
+
+    def __len__(self) -> int:
+        return len(self.staged)
+
+    def stage(self, target: str, data: bytes) -> None:
+        name = os.path.basename(target)
+        tmp = os.path.join(self.folder, f".{name}.tmp-{os.getpid()}")
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if len(self.staged) >= SYNCFS_MIN_BATCH:
+            # A burst: syncfs() will flush it; do not hold a descriptor per file.
+            os.close(fd)
+            fd = -1
+        self.staged.append((fd, tmp, target))
+        self.targets.add(target)
+
+    def commit(self) -> int:
+        """fsync (or one syncfs) every staged file, rename them all, fsync the folder. On
+        an error the temp files not yet renamed are removed and the error is raised."""
+        staged, self.staged, self.targets = self.staged, [], set()
+        if not staged:
+            return 0
+        done = 0
+        try:
+            synced = False
+            if len(staged) >= SYNCFS_MIN_BATCH and self._syncfs is not None:
+                dfd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    synced = self._syncfs(dfd) == 0
+                finally:
+                    os.close(dfd)
+            if not synced:
+                for fd, tmp, _target in staged:
+                    sfd = fd if fd >= 0 else os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(sfd)
+                    finally:
+                        if sfd != fd:
+                            os.close(sfd)
+            for _fd, tmp, target in staged:
+                os.replace(tmp, target)
+                done += 1
+            fsync_dir(self.folder)
+            return done
+        finally:
+            for fd, _tmp, _target in staged:
+                if fd >= 0:
+                    os.close(fd)
+            for _fd, tmp, _target in staged[done:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def abort(self) -> None:
+        """Drop staged files that were never committed."""
+        staged, self.staged, self.targets = self.staged, [], set()
+        for fd, tmp, _target in staged:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def now_iso() -> str:
     return iso_ts(time.time())
 
@@ -1250,6 +1342,7 @@ class Daemon:
         self.state_dirty = True
         self.started_at = clock()
         self.batch_written = 0
+        self.writes = StagedWrites(config.requests_dir)
         self.stop_requested = False
         self.reload_requested = False
         self.poll_requested = False
@@ -1677,6 +1770,8 @@ class Daemon:
         target = os.path.join(self.config.requests_dir, dispatch_id + ".json")
         reason = ""
         existing = read_json_quiet(target)
+        if existing is None and target in self.writes.targets:
+            existing = {"source_decision_id": "(a decision in the same batch)"}
         if existing is not None:
             if existing.get("source_decision_id") != decision.decision_id:
                 self._outcome(
@@ -1693,7 +1788,7 @@ class Daemon:
             reason = "request already in the requests folder (recovered)"
         else:
             # Request first, durable; the ledger row only after (see finish_batch).
-            write_file_durably(target, dump_json(decision.request), sync_dir=False)
+            self.writes.stage(target, dump_json(decision.request))
             self.batch_written += 1
         self.ledger.begin()
         self.ledger.put_decision(
@@ -1770,8 +1865,14 @@ class Daemon:
         if self.ledger is None:
             return
         if self.batch_written:
-            fsync_dir(self.config.requests_dir)
             self.batch_written = 0
+            try:
+                self.writes.commit()
+            except BaseException:
+                # Nothing may claim a request that is not on disk.
+                self.writes.abort()
+                self.ledger.rollback()
+                raise
         if self.ledger.in_tx:
             self.ledger.meta_set("counters", json.dumps(self.counters, sort_keys=True))
             self.ledger.meta_set("last_dispatch_id", self.last_dispatch_id)
@@ -1874,6 +1975,17 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGUSR1, on_usr1)
         try:
+            self.log.event(
+                "started",
+                pid=os.getpid(),
+                config=self.config.path,
+                config_digest=self.config.digest,
+                watcher=self.watch_mode,
+                tracked_files=len(self.index),
+                version=VERSION,
+            )
+            # READY only after the first full pass: "ready" means every file present at
+            # start has an outcome (or is pending) and state.json is fresh.
             self.scan(full=True)
             self.prune()
             self.status = "running"
@@ -1882,14 +1994,6 @@ class Daemon:
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
             )
             self.notifier.ping(self.clock(), force=True)
-            self.log.event(
-                "started",
-                pid=os.getpid(),
-                config=self.config.path,
-                config_digest=self.config.digest,
-                watch_mode="inotify" if self.inotify else "poll",
-                tracked_files=len(self.index),
-            )
             self.last_poll = self.clock()
             while not self.stop_requested:
                 timeout = self._next_timeout()
@@ -1926,6 +2030,17 @@ class Daemon:
         now = self.clock()
         if inotify_ready and self.inotify is not None:
             names, overflow = self.inotify.read()
+            gather_until = time.monotonic() + EVENT_GATHER_MAX
+            while (
+                time.monotonic() < gather_until
+                and not overflow
+                and sum(1 for n in names if is_record_name(n)) < BATCH_MAX
+            ):
+                more, _, _ = select.select([self.inotify.fd], [], [], EVENT_GATHER_GAP)
+                if not more:
+                    break
+                extra, overflow = self.inotify.read()
+                names |= extra
             if self.inotify.lost:
                 self.inotify.close()
                 self.inotify = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,50 @@ def test_golden(case: str) -> None:
         assert_valid("dispatch-request", got["request"])
         # What the daemon writes is exactly this document, byte for byte canonical.
         assert json.loads(d.dump_json(got["request"])) == got["request"]
+
+
+PY39_SCRIPT = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("dispatcher", sys.argv[1])
+d = importlib.util.module_from_spec(spec)
+sys.modules["dispatcher"] = d
+spec.loader.exec_module(d)
+config = json.loads(sys.argv[2])
+golden, now, mtime = sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+cfg = d.parse_config(json.dumps(config).encode(), config["root"] + "/config/config.json")
+out = {}
+for case in sys.argv[6:]:
+    record = d.parse_record(open(golden + "/" + case + ".record.json", "rb").read())
+    path = cfg.records_dir + "/" + case + ".json"
+    dec = d.decide(record, record_path=path, mtime=mtime, config=cfg, now=now, last_emit={})
+    out[case] = {"outcome": dec.outcome, "reason": dec.reason,
+                 "dispatch_id": dec.dispatch_id, "request": dec.request}
+print(json.dumps(out))
+"""
+
+
+def test_golden_on_python39() -> None:
+    """The pure core gives the same requests on the oldest supported Python."""
+    from .conftest import DISPATCHER, PY39
+
+    if PY39 is None:
+        pytest.skip("pyenv has no Python 3.9 (looked under $(pyenv root)/versions/3.9.*)")
+    result = subprocess.run(
+        [
+            PY39,
+            "-c",
+            PY39_SCRIPT,
+            str(DISPATCHER),
+            json.dumps(CONFIG),
+            str(GOLDEN),
+            str(NOW),
+            str(MTIME),
+            *CASES,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    got = json.loads(result.stdout)
+    for case in CASES:
+        assert got[case] == json.loads((GOLDEN / f"{case}.expected.json").read_text()), case

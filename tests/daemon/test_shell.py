@@ -1,0 +1,163 @@
+"""The shell pieces in-process with an injected clock: log rotation, ledger retention,
+coalescing across restarts, the records folder coming and going."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROUTES, Root, load_dispatcher, now_iso, record, wait_for
+
+d = load_dispatcher()
+
+
+def test_log_rotates_by_size_and_keeps_backups(tmp_path: Path) -> None:
+    path = tmp_path / "dispatcher.log"
+    log = d.JsonLog(str(path), "INFO", 2000, 3, to_stderr=False)
+    for i in range(200):
+        log.event("emitted", file=f"r{i}.json", reason="x" * 40)
+    log.event("accepted", level="DEBUG", reason="below the level: not written")
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["dispatcher.log", "dispatcher.log.1", "dispatcher.log.2", "dispatcher.log.3"]
+    for name in files:
+        data = (tmp_path / name).read_text()
+        assert len(data) <= 2000
+        for line in data.splitlines():
+            doc = json.loads(line)
+            assert {"ts", "level", "event"} <= set(doc)
+    assert "r199.json" in (tmp_path / "dispatcher.log").read_text()
+    assert "below the level" not in "".join((tmp_path / n).read_text() for n in files)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(tmp_path: Path, clock: Clock, **over: Any) -> tuple[Any, Path]:
+    base, records = tmp_path / "root", tmp_path / "records"
+    (base / "logs").mkdir(parents=True, exist_ok=True)
+    records.mkdir(exist_ok=True)
+    doc = {
+        "schema_version": 1,
+        "root": str(base),
+        "decision_records_dir": str(records),
+        "execution_mode": "record-only",
+        "require_approval": True,
+        "poll_seconds": 5,
+        "settle_seconds": 0,
+        "ledger_retention_seconds": 3600,
+        "routes": ROUTES,
+    }
+    doc.update(over)
+    cfg = d.parse_config(json.dumps(doc).encode(), str(base / "config" / "config.json"))
+    log = d.JsonLog(cfg.log_file, "INFO", cfg.log_max_bytes, 2, to_stderr=False)
+    daemon = d.Daemon(cfg, log, clock=clock, use_inotify=False)
+    daemon.start()
+    return daemon, records
+
+
+def put(records: Path, name: str, doc: dict[str, Any]) -> None:
+    (records / name).write_text(json.dumps(doc))
+
+
+def test_retention_prunes_only_gone_and_old_rows(tmp_path: Path) -> None:
+    clock = Clock()
+    daemon, records = make(tmp_path, clock)
+    put(records, "kept.json", record("kept-1"))
+    put(records, "gone.json", record("gone-1"))
+    daemon.scan(full=True)
+    (records / "gone.json").unlink()
+    daemon.scan(full=True)
+    clock.now += 1800
+    daemon.prune()
+    assert daemon.ledger.get_decision("gone-1") is not None  # younger than the retention
+    clock.now += 3600
+    daemon.prune()
+    assert daemon.ledger.get_decision("gone-1") is None
+    assert daemon.ledger.get_file("gone.json") is None
+    assert daemon.ledger.get_decision("kept-1") is not None  # its file is still there
+    assert daemon.ledger.get_file("kept.json")["outcome"] == "emitted"
+    daemon.stop()
+
+
+def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    routes = {**ROUTES, "failback": {**ROUTES["failback"], "coalesce_seconds": 600}}
+    daemon, records = make(tmp_path, clock, routes=routes)
+    put(records, "f1.json", record("fb-1", "failback", timestamp_utc=now_iso(-300)))
+    daemon.scan(full=True)
+    daemon.stop()
+    daemon, records = make(tmp_path, clock, routes=routes)
+    put(records, "f2.json", record("fb-2", "failback"))
+    put(records, "c1.json", record("co-1", "cutover"))
+    daemon.scan(full=True)
+    outcomes = {r["file"]: r for r in daemon.ledger.listing(d.OUTCOMES)}
+    assert outcomes["f1.json"]["outcome"] == "emitted"
+    assert outcomes["f2.json"]["outcome"] == "coalesced"
+    assert outcomes["f2.json"]["dispatch_id"] == outcomes["f1.json"]["dispatch_id"]
+    assert outcomes["c1.json"]["outcome"] == "emitted"  # another route: its own window
+    put(records, "f3.json", record("fb-3", "failback", timestamp_utc=now_iso(+400)))
+    daemon.scan(full=True)
+    assert daemon.ledger.get_file("f3.json")["outcome"] == "emitted"
+    daemon.stop()
+
+
+def test_pending_file_is_rejected_after_it_settles_then_reopened(tmp_path: Path) -> None:
+    clock = Clock()
+    daemon, records = make(tmp_path, clock, settle_seconds=2)
+    (records / "slow.json").write_text('{"decision_id": "slow-1", ')
+    clock.now = time.time()
+    daemon.scan(full=True)
+    assert daemon.ledger.get_file("slow.json")["outcome"] == "pending"
+    assert "slow.json" in daemon.watched
+    clock.now += 3
+    daemon.scan()
+    row = daemon.ledger.get_file("slow.json")
+    assert row["outcome"] == "rejected" and "invalid JSON" in row["reason"]
+    (records / "slow.json").write_text(json.dumps(record("slow-1")))
+    daemon.scan()
+    assert daemon.ledger.get_file("slow.json")["outcome"] == "emitted"
+    assert "slow.json" not in daemon.watched
+    daemon.stop()
+
+
+@pytest.mark.slow
+def test_records_folder_missing_then_created(root: Root, spawn) -> None:
+    os.rmdir(root.records)
+    daemon = spawn(sys.executable, root).wait_ready()
+    wait_for(lambda: root.state()["status"] == "degraded", 5, "degraded")
+    assert root.state()["records_dir_ok"] is False
+    assert cli_status(root)["healthy"] is False
+    root.records.mkdir()
+    root.drop("late.json", record("late-1"))
+    wait_for(lambda: len(root.request_docs()) == 1, 12, "request after the folder appeared")
+    wait_for(lambda: root.state()["status"] == "running", 5, "running again")
+    wait_for(lambda: root.state()["watcher"] == "inotify", 5, "inotify re-armed")
+    # The folder is replaced under the daemon: the watch follows the new one.
+    for p in root.records.iterdir():
+        p.unlink()
+    os.rmdir(root.records)
+    root.records.mkdir()
+    wait_for(lambda: root.state()["watcher"] == "inotify", 12, "watch on the new folder")
+    root.drop("later.json", record("later-1"))
+    wait_for(lambda: len(root.request_docs()) == 2, 12, "request in the new folder")
+    events = [ln["event"] for ln in root.log_lines()]
+    assert "recovered" in events and "error" in events
+    assert daemon.stop() == 0
+
+
+def cli_status(root: Root) -> dict[str, Any]:
+    from .conftest import cli
+
+    return json.loads(cli(sys.executable, root, "status", "--json").stdout)
