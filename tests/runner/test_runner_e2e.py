@@ -89,9 +89,13 @@ def run(command: str, home: Path, container: str) -> Any:
     return hyops(args, env=env, timeout=300)
 
 
-def runbook(home: Path, container: str, *steps: str) -> subprocess.CompletedProcess[str]:
+def runbook(
+    home: Path, container: str, *steps: str, inputs_json: str = ""
+) -> subprocess.CompletedProcess[str]:
     """Run docs/RUNBOOK.md steps verbatim, as an operator's shell would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYOPS_")}
+    if inputs_json:
+        env["HYOPS_INPUTS_JSON"] = inputs_json
     env.update(
         HOME=str(home),
         ENV="e2e",
@@ -159,7 +163,7 @@ def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> Non
 
     # The runbook's verification, then its rollback: re-apply the rerun inputs file alone
     # (no HYOPS_INPUTS_JSON), which must reach the same host and change nothing.
-    again = runbook(root, control_host, "context", "verify", "rollback")
+    again = runbook(root, control_host, "context", "verify", "handoff", "rollback")
     assert again.returncode == 0, again.stdout + again.stderr
     assert '"ok"' in again.stdout
     second = state(root)
@@ -175,8 +179,10 @@ def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> Non
     assert err["outputs"] == second["outputs"]  # previous outputs kept
     assert broken.stderr.count("\n") == 1 and broken.stderr.startswith("hyops: apply failed: ")
 
-    gone = run("destroy", root, control_host)
+    # The runbook's destroy step, verbatim (inputs file + the host from the environment).
+    gone = runbook(root, control_host, "context", "destroy", inputs_json=host_json(control_host))
     assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert '"destroyed"' in gone.stdout
     final = state(root)
     assert final["status"] == "destroyed" and final["outputs"] == {} and final["output_count"] == 0
     archive = Path(final["evidence_dir"]) / "archive"

@@ -23,15 +23,17 @@ def test_every_shell_block_is_a_step_that_something_runs() -> None:
     assert blocks and all(blocks), "a ```bash block without a '<!-- step: NAME -->' marker"
     demo = (REPO / "scripts" / "demo.sh").read_text()
     e2e = (REPO / "tests" / "runner" / "test_runner_e2e.py").read_text()
-    run_by_demo = set(re.findall(r"runbook-steps\.sh ([a-z -]+)", demo)[0].split())
-    run_by_demo |= set(re.findall(r"runbook-steps\.sh ([a-z -]+)", demo)[1].split())
-    run_by_e2e = set(
-        re.findall(r'runbook\(root, control_host, ((?:"[a-z-]+",? ?)+)\)', e2e)[0]
-        .replace('"', "")
-        .replace(",", " ")
-        .split()
-    )
+    run_by_demo = {
+        step for call in re.findall(r"runbook-steps\.sh ([a-z -]+)", demo) for step in call.split()
+    }
+    run_by_e2e = {
+        step
+        for call in re.findall(r"runbook\(root, control_host, ([^)]*)\)", e2e)
+        for step in re.findall(r'"([a-z-]+)"', call)
+    }
     assert set(blocks) <= run_by_demo | run_by_e2e, set(blocks) - run_by_demo - run_by_e2e
+    # everything but the demo's own execute step is also run by the e2e test
+    assert set(blocks) - run_by_e2e <= {"execute"}, set(blocks) - run_by_e2e
 
 
 def test_route_example_is_a_valid_route() -> None:
