@@ -118,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hyops: interrupted", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:
+        # e.g. a state or evidence write on a full or read-only disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hyops: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -119,8 +119,10 @@ def run_lifecycle(req: Request, progress: TextIO | None = sys.stdout) -> dict[st
     spec, layout = prep.spec, prep.layout
     playbook_path = spec.playbook(req.command)
     run_id = new_run_id(req.command)
-    layout.prepare(run_id)
+    layout.prepare()
     with slot_lock(layout.lock_file, run_id):
+        # Run folders only once the slot is ours: a run that loses the lock leaves nothing.
+        layout.prepare(run_id)
         previous = state.read_state(layout.state_file)
         evidence = layout.evidence_dir(run_id)
         current = state.running(previous, spec, run_id, evidence)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors import HyopsError
 from .fsutil import atomic_write_json
 from .modules import ModuleSpec
 from .runid import updated_at
@@ -87,7 +88,10 @@ def succeeded_destroy(spec: ModuleSpec, run_id: str, evidence_dir: Path) -> dict
 
 
 def write_state(path: Path, doc: dict[str, Any]) -> None:
-    atomic_write_json(path, doc)
+    try:
+        atomic_write_json(path, doc)
+    except OSError as exc:
+        raise HyopsError(f"hyops: cannot write state file {path}: {exc.strerror or exc}") from None
 
 
 def publish(raw: Any, allowed: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:

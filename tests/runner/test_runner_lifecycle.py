@@ -158,6 +158,8 @@ def test_concurrent_apply_fails_fast(fixture_env: FixtureEnv) -> None:
         assert "another hyops run holds .latest.lock" in second.stderr
         assert elapsed < 3
         assert fixture_env.state()["status"] == "running"  # the loser did not touch the state
+        runs = list((fixture_env.root / "logs" / "module" / "test__runner-fixture").iterdir())
+        assert len(runs) == 1  # and left no evidence folder of its own
     finally:
         _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
@@ -256,3 +258,20 @@ def test_open_port_that_is_not_ssh_fails_the_ssh_probe(fixture_env: FixtureEnv) 
     assert pre.returncode == 1 and report["ok"] is False
     assert checks["tcp far"]["status"] == "ok"
     assert checks["ssh far"]["status"] == "fail" and checks["ssh far"]["detail"]
+
+
+def test_unwritable_state_folder_is_a_one_line_failure(fixture_env: FixtureEnv) -> None:
+    assert fixture_env.run("apply").returncode == 0
+    state_dir = fixture_env.state_file.parent
+    # Replace the state file by a folder: the rename onto it fails like a broken disk.
+    fixture_env.state_file.unlink()
+    fixture_env.state_file.mkdir()
+    try:
+        run = fixture_env.run("apply")
+    finally:
+        fixture_env.state_file.rmdir()
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hyops: "), run.stderr
+    assert lines[0] == f"hyops: cannot write state file {fixture_env.state_file}: Is a directory"
+    assert state_dir.is_dir()
