@@ -725,6 +725,23 @@ def remove_stale_temps(folder: str) -> int:
     return removed
 
 
+_LIBC: Optional[ctypes.CDLL] = None
+
+
+def libc() -> ctypes.CDLL:
+    """The C library the interpreter already uses (no ldconfig/gcc lookup at start, which
+    a sandboxed unit may not allow)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.inotify_init1  # noqa: B018 (probe: a static build may not export it)
+        except (OSError, AttributeError):
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _LIBC = lib
+    return _LIBC
+
+
 class StagedWrites:
     """Request files written as a batch, durably: every temp file is written, then all are
     flushed at once (one syncfs() for a burst instead of an fsync per file), then renamed,
@@ -736,8 +753,7 @@ class StagedWrites:
         self.targets: set = set()
         self._syncfs: Optional[Callable[[int], int]] = None
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            self._syncfs = libc.syncfs
+            self._syncfs = libc().syncfs
 
     def __len__(self) -> int:
         return len(self.staged)
@@ -1157,10 +1173,9 @@ class Inotify:
     HEADER = struct.Struct("iIII")
 
     def __init__(self, path: str) -> None:
-        libc_name = ctypes.util.find_library("c") or "libc.so.6"
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        self._init1 = libc.inotify_init1
-        self._add = libc.inotify_add_watch
+        lib = libc()
+        self._init1 = lib.inotify_init1
+        self._add = lib.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         fd = self._init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if fd < 0:
@@ -1274,13 +1289,22 @@ class Locked(Exception):
 
 def acquire_lock(lock_file: str) -> int:
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise Locked(lock_file) from None
-        raise
+    # `status` and `validate-handoff` probe the lock with a shared flock held for
+    # microseconds: retry briefly so a probe never makes a starting daemon give up.
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            if busy and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            os.close(fd)
+            if busy:
+                raise Locked(lock_file) from None
+            raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -1743,10 +1767,14 @@ class Daemon:
     ) -> None:
         # A file that may still be being written is retried until settle_seconds after its
         # last change; only then is it rejected (and even then a later change re-opens it).
-        settle_until = st.st_mtime + self.config.settle_seconds
+        known = self.index.get(name)
+        if known is not None and known.outcome == "pending" and known.sig() == sig:
+            settle_until = known.retry_at - 0.05  # unchanged since: keep the first deadline
+        else:
+            # min(): a file stamped in the future (clock skew) must not stay pending forever.
+            settle_until = min(st.st_mtime, now) + self.config.settle_seconds
         if exc.retryable and now < settle_until:
-            known = self.index.get(name)
-            first = known is None or known.outcome != "pending" or known.sig() != sig
+            first = known is None or known.outcome != "pending"  # one line per file, not per write
             self._outcome(
                 name,
                 sig,
@@ -2644,10 +2672,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatcher.py",
         description=(
-            "hyops decision dispatcher: watches the decision records folder and writes one "
-            "dispatch request per decision into <root>/state/requests/, waiting for "
-            "approval when the route or the config asks for it. It never runs anything "
-            "itself (record-only)."
+            "hyops decision dispatcher: watches the decision records folder and writes one\n"
+            "dispatch request per decision into <root>/state/requests/. A request waits for\n"
+            "approval when the route or the config asks for it. It never runs anything\n"
+            "itself (record-only). Every record gets an outcome: emitted, coalesced, stale,\n"
+            "skipped, duplicate, unrouted, rejected or pending ('list' shows them)."
         ),
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

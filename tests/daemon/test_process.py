@@ -406,3 +406,21 @@ def test_redropped_decision_never_gets_a_second_request(python: str, root: Root,
     time.sleep(0.3)
     assert root.request_docs() == []
     assert daemon.stop() == 0
+
+
+def test_once_and_human_status(python: str, root: Root) -> None:
+    root.drop("o1.json", record("once-1"))
+    root.drop("o2.json", b"[]")
+    result = cli(python, root, "once")
+    assert result.returncode == 0, result.stderr
+    assert [d["source_decision_id"] for d in root.request_docs()] == ["once-1"]
+    state = root.state()
+    assert_valid("dispatcher-state", state)
+    assert state["status"] == "stopped" and state["counters"]["rejected"] == 1
+    again = cli(python, root, "once")
+    assert again.returncode == 0 and len(root.request_docs()) == 1
+    human = cli(python, root, "status")
+    assert human.returncode == 0
+    assert "healthy:" in human.stdout and "NO" in human.stdout  # not running
+    listing = cli(python, root, "list")
+    assert "once-1" in listing.stdout and "JSON is an array" in listing.stdout

@@ -161,3 +161,44 @@ def cli_status(root: Root) -> dict[str, Any]:
     from .conftest import cli
 
     return json.loads(cli(sys.executable, root, "status", "--json").stdout)
+
+
+def test_future_mtime_does_not_keep_a_file_pending(tmp_path: Path) -> None:
+    clock = Clock()
+    daemon, records = make(tmp_path, clock, settle_seconds=2)
+    path = records / "future.json"
+    path.write_text("{")
+    future = time.time() + 10 * 365 * 86400
+    os.utime(path, (future, future))
+    daemon.scan(full=True)
+    assert daemon.ledger.get_file("future.json")["outcome"] == "pending"
+    clock.now += 3
+    daemon.scan()
+    assert daemon.ledger.get_file("future.json")["outcome"] == "rejected"
+    daemon.stop()
+
+
+def test_reload_refuses_a_path_change_and_keeps_the_config(tmp_path: Path) -> None:
+    clock = Clock()
+    daemon, _records = make(tmp_path, clock)
+    config_path = Path(daemon.config.path)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "schema_version": 1,
+        "root": daemon.config.root,
+        "decision_records_dir": str(tmp_path / "elsewhere"),
+        "execution_mode": "record-only",
+        "require_approval": False,
+        "poll_seconds": 5,
+        "routes": ROUTES,
+    }
+    config_path.write_text(json.dumps(doc))
+    before = daemon.config
+    daemon.reload()
+    assert daemon.config is before
+    assert "restart" in daemon.last_error
+    doc["decision_records_dir"] = before.records_dir
+    config_path.write_text(json.dumps(doc))
+    daemon.reload()
+    assert daemon.config.require_approval is False and daemon.config.digest != before.digest
+    daemon.stop()

@@ -57,12 +57,13 @@ def test_active_and_fresh_is_ready(tmp_path: Path, suffix: str) -> None:
 @pytest.mark.parametrize(
     ("active", "state", "why"),
     [
-        ("activating", {"timestamp_utc": stamp(1)}, "not yet active"),
-        ("active", {"timestamp_utc": stamp(120)}, "stale tick"),
+        ("activating", {"timestamp_utc": stamp(1), "status": "running"}, "not yet active"),
+        ("active", {"timestamp_utc": stamp(1), "status": "degraded"}, "records unusable"),
+        ("active", {"timestamp_utc": stamp(120), "status": "running"}, "stale tick"),
         ("active", None, "no state.json"),
         ("active", "[1, 2]", "state.json not an object"),
         ("active", {"timestamp_utc": "2026-01-01T00:00:00"}, "no UTC offset"),
-        ("failed", {"timestamp_utc": stamp(1)}, "failed unit"),
+        ("failed", {"timestamp_utc": stamp(1), "status": "running"}, "failed unit"),
     ],
 )
 def test_not_ready(tmp_path: Path, active: str, state: object, why: str) -> None:

@@ -105,7 +105,7 @@ def test_config_types_survive_string_inputs() -> None:
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ReadWritePaths", "/opt/hybridops/decision-dispatcher"),
-        ("ReadOnlyPaths", "/opt/hybridops/decision-service/state/records"),
+        ("ReadOnlyPaths", "-/opt/hybridops/decision-service/state/records"),
         ("User", "hyops-dispatcher"),
         ("WatchdogSec", "30"),
         ("StartLimitBurst", "5"),

@@ -1,8 +1,9 @@
 """Readiness probe the role runs on the host (passed with `python3 -c`, nothing installed).
 
 Ready means: the unit is active (for Type=notify: the daemon sent READY=1) and state.json
-carries a timestamp_utc younger than the freshness window. Prints one JSON object with
-what it saw, so a failure message can show it; exit 0 = ready, 1 = not (yet) ready.
+carries a timestamp_utc younger than the freshness window and status `running` (the daemon
+says `degraded` while it cannot use the records folder, e.g. cannot read it). Prints one
+JSON object with what it saw, so a failure message can show it; exit 0 = ready, 1 = not.
 Runs on the host's Python (3.9+), standard library only.
 """
 
@@ -39,7 +40,10 @@ def probe(unit: str, state_file: str, window_s: float) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         seen["error"] = f"{state_file}: {exc}"
     seen["ready"] = (
-        seen["active_state"] == "active" and "age_s" in seen and seen["age_s"] <= window_s
+        seen["active_state"] == "active"
+        and "age_s" in seen
+        and seen["age_s"] <= window_s
+        and seen["state"].get("status") == "running"
     )
     return seen
 
