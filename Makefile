@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint unit molecule test demo lock clean
+.PHONY: venv lint unit molecule e2e test demo demo-destroy lock clean
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
@@ -18,19 +18,23 @@ lint: venv
 	ansible-lint -q
 
 unit: venv
-	pytest -q
+	pytest -q -m "not e2e"
 
 # Both molecule scenarios on a real systemd test host (podman); prints "molecule: N passed, M failed".
 molecule: venv
 	@bash scripts/run-molecule.sh
 
-test: lint unit molecule
+# The real module, through hyops, against a podman systemd test host (tests/runner).
+e2e: venv
+	pytest -q -m e2e tests/runner
+
+test: lint unit molecule e2e
 
 demo: venv
-	@echo "make demo: the local demo arrives with the hyops runner (issue 5)."
-	@echo "It will start a throwaway systemd test host, run 'hyops apply --env demo'"
-	@echo "with examples/inputs.demo.yml against it, run the synthetic handoff check"
-	@echo "and print jq '.status, .outputs' of latest.json."
+	@bash scripts/demo.sh up
+
+demo-destroy: venv
+	@bash scripts/demo.sh down
 
 lock:
 	rm -rf /tmp/hyops-lock-venv && python3.12 -m venv /tmp/hyops-lock-venv

@@ -1,0 +1,179 @@
+"""``hyops``: apply, destroy, preflight and show HyOps module packages from this controller.
+
+``main()`` only parses arguments and maps errors to exit codes (0 ok, 1 failure,
+2 usage); the work happens in lifecycle.py and show.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__, preflight, show
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HyopsError
+from .fsutil import dump_json
+from .lifecycle import Request, run_lifecycle, run_preflight
+from .runtime import Layout, check_instance_name, resolve_root
+
+DESCRIPTION = """\
+Run a HyOps module package (e.g. platform/network/decision-dispatcher) from this
+controller, with the same runtime layout, inputs, evidence and state files as HybridOps.
+
+  hyops preflight --env dev --module platform/network/decision-dispatcher --inputs FILE
+  hyops apply     --env dev --module platform/network/decision-dispatcher --inputs FILE
+  hyops show      --env dev --module platform/network/decision-dispatcher
+  hyops destroy   --env dev --module platform/network/decision-dispatcher --inputs FILE
+"""
+
+EPILOG = """\
+runtime root: --root DIR, else $HYOPS_RUNTIME_ROOT, else ~/.hybridops/envs/<--env or $HYOPS_ENV>
+inputs:       module.yml defaults < --inputs FILE < $HYOPS_INPUTS_JSON < $HYOPS_INPUT_<a>__<b>
+state:        <root>/state/modules/<module_id>/latest.json (check: jq '.status, .outputs' FILE)
+evidence:     <root>/logs/module/<module_id>/<run_id>/ (ansible.stdout.log is the full log)
+exit codes:   0 ok, 1 failure (inputs, preflight, playbook, state write), 2 usage
+"""
+
+COMMAND_HELP = {
+    "apply": "validate inputs, check the hosts, run the apply playbook, publish outputs",
+    "destroy": "run the destroy playbook; state becomes 'destroyed' with no outputs",
+    "preflight": "check inputs, tools, runtime root and connectivity; change nothing",
+    "show": "print the module state (latest.json, or an instance)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hyops",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hyops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in COMMAND_HELP.items():
+        cmd = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_argument("--env", help="environment name; root ~/.hybridops/envs/ENV")
+        cmd.add_argument("--root", help="runtime root folder (overrides --env and the environment)")
+        cmd.add_argument(
+            "--module",
+            required=True,
+            metavar="REF",
+            help="module ref, e.g. platform/network/decision-dispatcher",
+        )
+        cmd.add_argument(
+            "--state-instance",
+            metavar="NAME",
+            help="use state/modules/<id>/instances/NAME.json instead of latest.json",
+        )
+        cmd.add_argument(
+            "--module-root",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="also look for DIR/<ref>/module.yml (before installed packages; repeatable)",
+        )
+        if name in ("apply", "destroy"):
+            cmd.add_argument(
+                "--timeout",
+                type=int,
+                default=3600,
+                metavar="SECONDS",
+                help="stop ansible-playbook after this long and record an error (default 3600)",
+            )
+        if name != "show":
+            cmd.add_argument(
+                "--inputs", metavar="FILE", help="YAML inputs file (merged over module defaults)"
+            )
+        cmd.add_argument(
+            "--json",
+            action="store_true",
+            help="print the result as JSON on stdout (progress goes to stderr)",
+        )
+    return parser
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM takes the same path as Ctrl-C: stop ansible-playbook, record status: error.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _dispatch(args)
+    except HyopsError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hyops: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        # e.g. a state or evidence write on a full or read-only disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hyops: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    root = resolve_root(args.root, args.env)
+    if args.state_instance:
+        check_instance_name(args.state_instance)
+    if args.command == "show":
+        layout = Layout(root, args.module, args.state_instance)
+        return show.show(layout, as_json=args.json)
+    req = Request(
+        command=args.command,
+        module_ref=args.module,
+        root=root,
+        inputs_file=args.inputs,
+        state_instance=args.state_instance,
+        module_roots=list(args.module_root),
+        environ=dict(os.environ),
+        timeout_s=getattr(args, "timeout", None),
+    )
+    if args.command == "preflight":
+        checks, problems = run_preflight(req)
+        failed = any(c.status == "fail" for c in checks)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "ok": not failed,
+                        "checks": [c.as_dict() for c in checks],
+                        "input_problems": problems,
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            print(preflight.table(checks))
+            for line in problems:
+                print(
+                    f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}",
+                    file=sys.stderr,
+                )
+        return EXIT_FAILURE if failed else EXIT_OK
+    final = run_lifecycle(req, progress=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        sys.stdout.write(dump_json(final))
+    else:
+        layout = Layout(root, args.module, args.state_instance)
+        print(f"hyops: {args.command} {final['status']}: {layout.state_file}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["EXIT_USAGE", "main"]

@@ -1,0 +1,163 @@
+"""Run ansible-playbook as a subprocess with live progress and the full log kept as evidence.
+
+Why a subprocess and not ansible-runner: see docs/RUNNER.md ("Runner"). Progress comes
+from the ``hyops_progress`` callback in this package, which appends JSON lines to a file
+the runner tails; ansible's own stdout/stderr go to the evidence folder unfiltered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import HyopsError
+
+PLUGIN_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
+POLL_S = 0.1
+STATUS_WIDTH = 11
+
+
+@dataclass
+class PlaybookResult:
+    returncode: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stdout_log: Path | None = None
+    stderr_log: Path | None = None
+
+    def first_failure(self) -> dict[str, Any] | None:
+        for ev in self.events:
+            failed = ev.get("status") in ("failed", "unreachable") and not ev.get("ignored")
+            if ev.get("event") == "result" and failed:
+                return ev
+        return None
+
+
+def find_tool(name: str) -> str | None:
+    """The venv's copy first (the interpreter running hyops), then PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+def ansible_env(
+    module_dir: Path, progress_file: Path, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+
+    def prepend(var: str, value: Path) -> None:
+        if value.is_dir():
+            env[var] = os.pathsep.join(p for p in (str(value), env.get(var, "")) if p)
+
+    prepend("ANSIBLE_CALLBACK_PLUGINS", PLUGIN_DIR)
+    enabled = [c for c in env.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c]
+    env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join([*enabled, "hyops_progress"])
+    # The module's roles live next to its playbooks, not under playbooks/roles.
+    prepend("ANSIBLE_ROLES_PATH", module_dir / "roles")
+    # A venv built by this package keeps collections (containers.podman) in <venv>/collections.
+    prepend("ANSIBLE_COLLECTIONS_PATH", Path(sys.prefix) / "collections")
+    env.setdefault("ANSIBLE_NOCOLOR", "1")
+    env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "0")
+    env["HYOPS_PROGRESS_FILE"] = str(progress_file)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def format_event(ev: dict[str, Any]) -> str | None:
+    kind = ev.get("event")
+    if kind == "play":
+        return f"PLAY {ev.get('name', '')}"
+    if kind == "result":
+        status = str(ev.get("status", ""))
+        if ev.get("ignored"):
+            status += "(ignored)"
+        line = f"  {status:<{STATUS_WIDTH}} {ev.get('host', ''):<16} {ev.get('task', '')}"
+        if ev.get("msg") and not ev.get("ignored"):
+            line += f": {ev['msg']}"
+        return line
+    return None
+
+
+def run(
+    playbook: Path,
+    inventory: Path,
+    extra_vars: Path,
+    workdir: Path,
+    evidence: Path,
+    module_dir: Path,
+    progress: TextIO | None,
+    timeout_s: float | None = None,
+) -> PlaybookResult:
+    tool = find_tool("ansible-playbook")
+    if tool is None:
+        raise HyopsError("hyops: ansible-playbook not found; install ansible-core (make venv)")
+    stdout_log = evidence / "ansible.stdout.log"
+    stderr_log = evidence / "ansible.stderr.log"
+    events_file = evidence / "ansible.events.jsonl"
+    events_file.touch(mode=0o600)
+    argv = [tool, "-i", str(inventory), "-e", f"@{extra_vars}", str(playbook)]
+    env = ansible_env(module_dir, events_file)
+    result = PlaybookResult(returncode=-1, stdout_log=stdout_log, stderr_log=stderr_log)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(stdout_log, "w", encoding="utf-8", opener=_private))
+        err = stack.enter_context(open(stderr_log, "w", encoding="utf-8", opener=_private))
+        tail = stack.enter_context(open(events_file, encoding="utf-8"))
+        out.write(f"# {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+        started = time.monotonic()
+        pending = ""
+        try:
+            while True:
+                done = proc.poll() is not None
+                pending = _drain(tail, pending, result, progress)
+                if done:
+                    break
+                if timeout_s is not None and time.monotonic() - started > timeout_s:
+                    raise HyopsError(
+                        f"ansible-playbook exceeded --timeout {timeout_s:.0f} s and was stopped "
+                        f"(log: {stdout_log})"
+                    )
+                time.sleep(POLL_S)
+        except BaseException:
+            # Ctrl-C or a timeout: do not leave ansible running against the host unseen.
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            raise
+        result.returncode = proc.returncode
+    return result
+
+
+def _drain(tail: TextIO, pending: str, result: PlaybookResult, progress: TextIO | None) -> str:
+    pending += tail.read()
+    *lines, pending = pending.split("\n")
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        result.events.append(ev)
+        text = format_event(ev)
+        if text and progress is not None:
+            print(text, file=progress, flush=True)
+    return pending
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

@@ -1,0 +1,104 @@
+"""Keep secrets out of the files a run leaves behind.
+
+Policy (documented in docs/RUNNER.md):
+- A key whose name says it holds a secret (password, passphrase, secret, token, api key,
+  private key, credential) is a secret at any depth, unless the name ends in ``_file``,
+  ``_path``, ``_dir`` or ``_ref``: those hold where a secret is, not the secret, and a
+  re-run needs them (``ssh_private_key_file`` stays).
+- A string value that is key material (a PEM block, an Ansible Vault blob) is a secret
+  whatever its key.
+- A value that reached the inputs only through ``HYOPS_INPUTS_JSON``/``HYOPS_INPUT_*``
+  is treated the same way: kept when it is not a secret by the two rules above, because
+  re-running without it would give a different result; dropped when it is.
+The rerun file drops secrets (its header names each removed path and the variable to
+supply it with); the evidence copy of the inputs masks them with ``REDACTED``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SECRET_NAME_RE = re.compile(
+    r"(^|_)(password|passwd|passphrase|secret|secrets|token|api_?key|private_?key|"
+    r"credential|credentials)(_|$)",
+    re.IGNORECASE,
+)
+LOCATION_SUFFIXES = ("_file", "_path", "_dir", "_ref")
+SECRET_VALUE_RE = re.compile(r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)-----|^\$ANSIBLE_VAULT;")
+MASK = "REDACTED"
+
+
+def is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    if lowered.endswith(LOCATION_SUFFIXES):
+        return False
+    return bool(SECRET_NAME_RE.search(lowered))
+
+
+def is_secret_value(value: Any) -> bool:
+    return isinstance(value, str) and bool(SECRET_VALUE_RE.search(value))
+
+
+def secret_paths(doc: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            path = (*prefix, str(key))
+            if is_secret_name(str(key)) or is_secret_value(value):
+                out.append(path)
+            else:
+                out.extend(secret_paths(value, path))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            path = (*prefix, str(i))
+            if is_secret_value(value):
+                out.append(path)
+            else:
+                out.extend(secret_paths(value, path))
+    return out
+
+
+def _walk(doc: Any, path: tuple[str, ...], replace: Any, drop: bool) -> Any:
+    if isinstance(doc, dict):
+        out = {}
+        for key, value in doc.items():
+            here = (*path, str(key))
+            if is_secret_name(str(key)) or is_secret_value(value):
+                if not drop:
+                    out[key] = replace
+            else:
+                out[key] = _walk(value, here, replace, drop)
+        return out
+    if isinstance(doc, list):
+        items = []
+        for i, value in enumerate(doc):
+            if is_secret_value(value):
+                if not drop:
+                    items.append(replace)
+            else:
+                items.append(_walk(value, (*path, str(i)), replace, drop))
+        return items
+    return doc
+
+
+def masked(doc: Any) -> Any:
+    """A copy with every secret value replaced by ``REDACTED`` (for evidence files)."""
+    return _walk(doc, (), MASK, drop=False)
+
+
+def rerun_inputs(
+    doc: dict[str, Any], from_env: set[tuple[str, ...]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """(copy without secrets, header comment lines naming what was removed and which
+    kept values came from the environment rather than the inputs file)."""
+    removed = secret_paths(doc)
+    notes = [
+        f"# removed secret: {'.'.join(p)} (supply it again with "
+        f"HYOPS_INPUT_{'__'.join(p).upper()} when re-running)"
+        for p in removed
+    ]
+    for path in sorted(from_env or ()):
+        if not any(path[: len(r)] == r for r in removed):
+            notes.append(f"# kept from the environment of the run: {'.'.join(path)}")
+    return _walk(doc, (), None, drop=True), notes

@@ -1,0 +1,125 @@
+"""Where a run keeps its files: runtime root resolution and the folder layout under it.
+
+Root precedence (CONTRACT.md section 4): ``--root`` > ``$HYOPS_RUNTIME_ROOT`` >
+``--env``/``$HYOPS_ENV`` -> ``~/.hybridops/envs/<env>``. Every folder is 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .fsutil import ensure_private_dir
+
+ENV_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
+INSTANCE_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+
+
+def check_env_name(name: str) -> str:
+    if not ENV_NAME_RE.match(name):
+        raise UsageError(
+            f"hyops: invalid env name {name!r}: use 1-64 of letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def resolve_root(
+    root: str | None, env_name: str | None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The runtime root for this invocation; raises UsageError when nothing names one."""
+    environ = os.environ if environ is None else environ
+    if root:
+        return Path(root).expanduser().absolute()
+    if environ.get("HYOPS_RUNTIME_ROOT"):
+        return Path(environ["HYOPS_RUNTIME_ROOT"]).expanduser().absolute()
+    name = env_name or environ.get("HYOPS_ENV")
+    if not name:
+        raise UsageError(
+            "hyops: no runtime root: pass --env NAME (or --root DIR, or set HYOPS_ENV / "
+            "HYOPS_RUNTIME_ROOT)"
+        )
+    check_env_name(name)
+    home = Path(environ.get("HOME") or Path.home())
+    return home / ".hybridops" / "envs" / name
+
+
+def module_id(module_ref: str) -> str:
+    return module_ref.replace("/", "__")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one module state slot under one runtime root."""
+
+    root: Path
+    module_ref: str
+    state_instance: str | None = None
+
+    @property
+    def module_id(self) -> str:
+        return module_id(self.module_ref)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state" / "modules" / self.module_id
+
+    @property
+    def state_file(self) -> Path:
+        if self.state_instance:
+            return self.state_dir / "instances" / f"{self.state_instance}.json"
+        return self.state_dir / "latest.json"
+
+    @property
+    def lock_file(self) -> Path:
+        # Next to the state file, named after the slot: one lock per latest/instance.
+        return self.state_file.with_name(f".{self.state_file.stem}.lock")
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "config" / "modules" / self.module_id
+
+    @property
+    def rerun_inputs_file(self) -> Path:
+        if self.state_instance:
+            return self.config_dir / "instances" / f"{self.state_instance}.inputs.yml"
+        return self.config_dir / "latest.inputs.yml"
+
+    def work_dir(self, run_id: str) -> Path:
+        return self.root / "work" / self.module_id / run_id
+
+    def evidence_dir(self, run_id: str) -> Path:
+        return self.root / "logs" / "module" / self.module_id / run_id
+
+    def prepare(self, run_id: str | None = None) -> None:
+        """Create the slot's folders (and a run's work/evidence folders) as 0700."""
+        ensure_private_dir(self.root)
+        for top in ("config", "work", "logs", "state"):
+            ensure_private_dir(self.root / top)
+        for folder in (self.state_file.parent, self.rerun_inputs_file.parent):
+            _private_chain(self.root, folder)
+        if run_id:
+            _private_chain(self.root, self.work_dir(run_id))
+            _private_chain(self.root, self.evidence_dir(run_id))
+
+
+def check_instance_name(name: str) -> str:
+    if not INSTANCE_NAME_RE.match(name):
+        raise UsageError(
+            f"hyops: invalid --state-instance {name!r}: use 1-64 of letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _private_chain(root: Path, folder: Path) -> None:
+    """0700 on every folder from ``root`` down to ``folder`` (mkdir -p leaves umask modes)."""
+    rel = folder.relative_to(root)
+    current = root
+    for part in rel.parts:
+        current = current / part
+        ensure_private_dir(current)

@@ -1,0 +1,28 @@
+"""Pick the module's input schema for a lifecycle command and list every violation.
+
+The schema is ``schemas/module-inputs-<command>.schema.json`` when the module ships
+one (apply needs hosts and routes), else ``schemas/module-inputs.schema.json``; a module
+without schemas is not validated. Messages come from schemas.py, one
+``inputs.<path>: <what is wrong>`` line per violation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import schemas
+
+
+def schema_name(schema_dir: Path, command: str) -> str | None:
+    for name in (f"module-inputs-{command}", "module-inputs"):
+        if (schema_dir / f"{name}{schemas.SCHEMA_SUFFIX}").is_file():
+            return name
+    return None
+
+
+def input_problems(schema_dir: Path, command: str, values: dict[str, Any]) -> list[str]:
+    name = schema_name(schema_dir, command) if schema_dir.is_dir() else None
+    if name is None:
+        return []
+    return schemas.violations(name, values, prefix="inputs", folder=schema_dir)

@@ -1,0 +1,69 @@
+"""Helpers for the runner tests: run ``hyops`` as a real process against a runtime root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MODULE_ROOT = FIXTURES / "modules"
+FIXTURE_REF = "test/runner-fixture"
+FIXTURE_ID = "test__runner-fixture"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def hyops(args: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HYOPS_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyops_runner.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class FixtureEnv:
+    root: Path
+    marker_dir: Path
+    inputs_file: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state" / "modules" / FIXTURE_ID / "latest.json"
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text())
+
+    def write_inputs(self, **extra: Any) -> Path:
+        doc = {
+            "inventory_groups": {"edge_control": [{"name": "ctl", "host": "localhost"}]},
+            "fixture_marker_dir": str(self.marker_dir),
+            **extra,
+        }
+        self.inputs_file.write_text(yaml.safe_dump(doc))
+        return self.inputs_file
+
+    def run(self, command: str, *more: str, env: dict[str, str] | None = None) -> Run:
+        args = [command, "--root", str(self.root), "--module", FIXTURE_REF]
+        args += ["--module-root", str(MODULE_ROOT)]
+        if command != "show":
+            args += ["--inputs", str(self.inputs_file)]
+        return hyops([*args, *more], env=env)

@@ -1,0 +1,81 @@
+"""inventory.ini rendering: groups, local addresses, host variable pass-through, quoting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hyops_runner.errors import HyopsError
+from hyops_runner.inventory import hosts, render
+
+BASE: dict[str, Any] = {
+    "inventory_state_ref": "",
+    "target_user": "ops",
+    "target_port": 2222,
+    "ssh_private_key_file": "",
+    "become": True,
+    "become_user": "root",
+}
+
+
+def inputs(groups: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**BASE, "inventory_groups": groups, **extra}
+
+
+def test_contract_shape() -> None:
+    text = render(
+        inputs(
+            {
+                "edge_control": [
+                    {"name": "ctrl-01", "host": "10.10.0.5"},
+                    {"name": "lo", "host": "127.0.0.1"},
+                ]
+            },
+            ssh_private_key_file="/keys/id",
+        )
+    )
+    assert text == (
+        "[edge_control]\n"
+        "ctrl-01 ansible_host=10.10.0.5\n"
+        "lo ansible_host=127.0.0.1 ansible_connection=local\n"
+        "\n"
+        "[targets:children]\n"
+        "edge_control\n"
+        "\n"
+        "[targets:vars]\n"
+        "ansible_user=ops\n"
+        "ansible_port=2222\n"
+        "ansible_python_interpreter=/usr/bin/python3\n"
+        "ansible_ssh_private_key_file=/keys/id\n"
+        "ansible_become=true\n"
+        "ansible_become_user=root\n"
+    )
+
+
+def test_host_variables_pass_through() -> None:
+    entry = {
+        "name": "demo",
+        "host": "hyops-demo-abc",
+        "ansible_connection": "containers.podman.podman",
+        "ansible_python_interpreter": "/usr/bin/python3.11",
+        "note": "two words",
+    }
+    text = render(inputs({"edge_control": [entry]}))
+    line = text.splitlines()[1]
+    assert line == (
+        "demo ansible_host=hyops-demo-abc ansible_connection=containers.podman.podman "
+        "ansible_python_interpreter=/usr/bin/python3.11 note='two words'"
+    )
+    assert hosts(inputs({"edge_control": [entry]}))[0].connection == "containers.podman.podman"
+
+
+@pytest.mark.parametrize("key", ["class", "1abc", "a-b"])
+def test_invalid_host_variable_names_are_refused(key: str) -> None:
+    with pytest.raises(HyopsError, match=f"key '{key}' is not a valid Ansible variable name"):
+        render(inputs({"edge_control": [{"name": "h", "host": "x", key: 1}]}))
+
+
+def test_inventory_state_ref_is_refused_clearly() -> None:
+    with pytest.raises(HyopsError, match="inventory_state_ref is not supported"):
+        render(inputs({}, inventory_state_ref="platform/onprem/vm@state"))
