@@ -1513,11 +1513,10 @@ class Daemon:
             except OSError as exc:
                 self._records_dir_problem(f"records folder unusable: {exc}")
                 return 0
-            if not self.records_dir_ok:
-                self.records_dir_ok = True
-                self.state_dirty = True
-                self.log.event("recovered", reason=f"records folder {records_dir} is usable again")
-                self.rewatch = True
+            # A folder that failed stays suspect until it can be listed again; a chmod
+            # does not change its mtime, so list it on every pass until then.
+            recovering = not self.records_dir_ok
+            if recovering:
                 full = True
             if self.rewatch and self.use_inotify:
                 self.rewatch = False
@@ -1527,6 +1526,12 @@ class Daemon:
                 listed = self._list(full)
                 if listed is None:
                     return 0
+                if recovering:
+                    self.records_dir_ok = True
+                    self.state_dirty = True
+                    self.log.event("recovered", reason=f"records folder {records_dir} is usable again")
+                    if self.use_inotify:
+                        self._watch()  # the old watch (if any) may belong to a replaced folder
                 todo.update(listed)
                 # A folder changed within the last second may change again with the same
                 # coarse timestamp: only trust a listing of an older mtime (racy-git rule).

@@ -202,3 +202,34 @@ def test_reload_refuses_a_path_change_and_keeps_the_config(tmp_path: Path) -> No
     daemon.reload()
     assert daemon.config.require_approval is False and daemon.config.digest != before.digest
     daemon.stop()
+
+
+def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    daemon, records = make(tmp_path, clock)
+    real_scandir = os.scandir
+    denied = {"on": True}
+
+    def scandir(path: Any = ".") -> Any:
+        # root ignores mode bits, so an unreadable folder is simulated at the call
+        if denied["on"] and os.fspath(path) == str(records):
+            raise PermissionError(13, "Permission denied", str(records))
+        return real_scandir(path)
+
+    monkeypatch.setattr(d.os, "scandir", scandir)
+    put(records, "a.json", record("perm-1"))
+    for _ in range(5):  # idle passes while the folder stays unlistable: one error, no flapping
+        clock.now += 5
+        daemon.scan()
+    events = [json.loads(ln)["event"] for ln in Path(daemon.config.log_file).read_text().splitlines()]
+    assert events.count("error") == 1 and "recovered" not in events
+    assert daemon.records_dir_ok is False
+    denied["on"] = False  # e.g. chmod: the folder mtime does not change
+    clock.now += 5
+    daemon.scan()
+    events = [json.loads(ln)["event"] for ln in Path(daemon.config.log_file).read_text().splitlines()]
+    assert events.count("recovered") == 1 and daemon.records_dir_ok is True
+    assert daemon.ledger.get_file("a.json")["outcome"] == "emitted"
+    daemon.stop()
