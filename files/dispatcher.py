@@ -1529,7 +1529,8 @@ class Daemon:
                 if recovering:
                     self.records_dir_ok = True
                     self.state_dirty = True
-                    self.log.event("recovered", reason=f"records folder {records_dir} is usable again")
+                    reason = f"records folder {records_dir} is usable again"
+                    self.log.event("recovered", reason=reason)
                     if self.use_inotify:
                         self._watch()  # the old watch (if any) may belong to a replaced folder
                 todo.update(listed)

@@ -204,6 +204,11 @@ def test_reload_refuses_a_path_change_and_keeps_the_config(tmp_path: Path) -> No
     daemon.stop()
 
 
+def log_events(daemon: Any) -> list[str]:
+    lines = Path(daemon.config.log_file).read_text().splitlines()
+    return [json.loads(line)["event"] for line in lines]
+
+
 def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,13 +228,13 @@ def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing
     for _ in range(5):  # idle passes while the folder stays unlistable: one error, no flapping
         clock.now += 5
         daemon.scan()
-    events = [json.loads(ln)["event"] for ln in Path(daemon.config.log_file).read_text().splitlines()]
+    events = log_events(daemon)
     assert events.count("error") == 1 and "recovered" not in events
     assert daemon.records_dir_ok is False
     denied["on"] = False  # e.g. chmod: the folder mtime does not change
     clock.now += 5
     daemon.scan()
-    events = [json.loads(ln)["event"] for ln in Path(daemon.config.log_file).read_text().splitlines()]
+    events = log_events(daemon)
     assert events.count("recovered") == 1 and daemon.records_dir_ok is True
     assert daemon.ledger.get_file("a.json")["outcome"] == "emitted"
     daemon.stop()
