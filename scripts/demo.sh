@@ -6,12 +6,8 @@
 #   scripts/demo.sh down   hyops destroy --env demo, jq '.status, .outputs', remove container
 # Idempotent; needs root (rootful podman). `make demo` / `make demo-destroy` call it.
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${VENV:-$REPO/.venv}
-export PATH="$VENV/bin:$PATH"
-export ANSIBLE_COLLECTIONS_PATH=${ANSIBLE_COLLECTIONS_PATH:-$VENV/collections}
-export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
-cd "$REPO"
+# shellcheck source=scripts/lib/venv-env.sh
+source "$(dirname "$0")/lib/venv-env.sh"
 
 MODULE=platform/network/decision-dispatcher
 MODULE_ID=platform__network__decision-dispatcher

@@ -5,12 +5,8 @@
 #   MOLECULE_CMD=converge scripts/run-molecule.sh default   -> one step, host kept
 # Needs the project venv (make venv); builds or reuses the test-host image itself.
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-VENV=${VENV:-$REPO/.venv}
-export PATH="$VENV/bin:$PATH"
-export ANSIBLE_COLLECTIONS_PATH=${ANSIBLE_COLLECTIONS_PATH:-$VENV/collections}
-export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
-cd "$REPO"
+# shellcheck source=scripts/lib/venv-env.sh
+source "$(dirname "$0")/lib/venv-env.sh"
 
 HYOPS_TESTHOST_IMAGE=$(bash testhost/build-image.sh | tail -n 1)
 # Containers are named per checkout, so the lead's, the helpers' and CI's runs never meet.
