@@ -691,13 +691,9 @@ def write_file_durably(
     owner: Optional[Tuple[int, int]] = None,
 ) -> None:
     """Temp file in the same folder (name not ending in .json), fsync, rename, fsync folder."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    folder = os.path.dirname(path)
+    fd, tmp = write_temp(path, data, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
         if owner is not None:
             os.fchown(fd, *owner)
         os.fsync(fd)
@@ -710,6 +706,24 @@ def write_file_durably(
     os.replace(tmp, path)
     if sync_dir:
         fsync_dir(folder)
+
+
+def write_temp(path: str, data: bytes, mode: int) -> Tuple[int, str]:
+    """Write `data` to our temp file beside `path` (a dot name ending in .tmp-<pid>, never
+    .json); return (open descriptor, temp path). On an error the temp file is removed."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return fd, tmp
 
 
 def remove_stale_temps(folder: str) -> int:
@@ -759,20 +773,7 @@ class StagedWrites:
         return len(self.staged)
 
     def stage(self, target: str, data: bytes) -> None:
-        name = os.path.basename(target)
-        tmp = os.path.join(self.folder, f".{name}.tmp-{os.getpid()}")
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644
-        )
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        fd, tmp = write_temp(target, data, 0o644)
         if len(self.staged) >= SYNCFS_MIN_BATCH:
             # A burst: syncfs() will flush it; do not hold a descriptor per file.
             os.close(fd)
