@@ -602,6 +602,14 @@ def decide(
     return base
 
 
+def approval_for(route: Route, config: Config) -> Tuple[bool, str]:
+    """Whether a request on this route waits for approval, and where that came from: the
+    route's requires_approval when set, else the global require_approval."""
+    if route.requires_approval is not None:
+        return route.requires_approval, "route"
+    return config.require_approval, "global"
+
+
 def build_request(
     record: dict,
     *,
@@ -614,10 +622,7 @@ def build_request(
     now: float,
 ) -> dict:
     """The request document (CONTRACT.md 3 plus schema_version, route, approval source)."""
-    if route.requires_approval is not None:
-        requires, source = route.requires_approval, "route"
-    else:
-        requires, source = config.require_approval, "global"
+    requires, source = approval_for(route, config)
     rationale = record.get("rationale")
     checks = record.get("checks")
     ts = record.get("timestamp_utc")
@@ -2609,11 +2614,7 @@ def cmd_validate_handoff(config_path: str, decision_type: Optional[str], timeout
         check("request-written", False, file=request_path, detail=detail)
     else:
         check("request-written", True, file=request_path, latency_ms=latency_ms)
-        expected_approval = (
-            route.requires_approval
-            if route.requires_approval is not None
-            else config.require_approval
-        )
+        expected_approval, _source = approval_for(route, config)
         expected_status = "awaiting-approval" if expected_approval else "queued"
         check(
             "status",
