@@ -2060,7 +2060,7 @@ class Daemon:
             self.stop()
             self.status = "stopped"
             with contextlib.suppress(OSError):
-                write_file_durably(self.config.state_file, dump_json(self.state_doc()), mode=0o644)
+                self.write_state(force=True)
             self.log.event("stopped", pid=os.getpid())
             signal.set_wakeup_fd(old_wakeup)
             os.close(wake_r)
