@@ -2070,16 +2070,14 @@ class Daemon:
         now = self.clock()
         if inotify_ready and self.inotify is not None:
             names, overflow = self.inotify.read()
+            records = sum(1 for n in names if is_record_name(n))
             gather_until = time.monotonic() + EVENT_GATHER_MAX
-            while (
-                time.monotonic() < gather_until
-                and not overflow
-                and sum(1 for n in names if is_record_name(n)) < BATCH_MAX
-            ):
+            while time.monotonic() < gather_until and not overflow and records < BATCH_MAX:
                 more, _, _ = select.select([self.inotify.fd], [], [], EVENT_GATHER_GAP)
                 if not more:
                     break
                 extra, overflow = self.inotify.read()
+                records += sum(1 for n in extra - names if is_record_name(n))
                 names |= extra
             if self.inotify.lost:
                 self.inotify.close()
