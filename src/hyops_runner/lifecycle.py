@@ -55,9 +55,7 @@ def prepare(req: Request) -> Prepared:
     """Module, inputs, validation and inventory: everything that must hold before a run."""
     spec = find_module(req.module_ref, req.module_roots)
     resolved = resolve(spec.defaults, req.inputs_file, req.environ)
-    # preflight answers "would apply run?", so it checks what apply checks.
-    lifecycle = "apply" if req.command == "preflight" else req.command
-    found = input_problems(spec.schema_dir, lifecycle, resolved.values)
+    found = input_problems(spec.schema_dir, _lifecycle(req), resolved.values)
     if found:
         raise InputError(_source(req), found)
     try:
@@ -67,6 +65,12 @@ def prepare(req: Request) -> Prepared:
         raise InputError(_source(req), [f"inputs: cannot build the inventory ({exc})"]) from None
     layout = Layout(req.root, spec.module_ref, req.state_instance)
     return Prepared(spec, resolved, text, hosts, layout)
+
+
+def _lifecycle(req: Request) -> str:
+    """The lifecycle command whose inputs and playbook are checked: preflight answers
+    "would apply run?", so it checks what apply checks."""
+    return "apply" if req.command == "preflight" else req.command
 
 
 def _source(req: Request) -> str:
@@ -81,9 +85,7 @@ def run_preflight(req: Request) -> tuple[list[preflight.Check], list[str]]:
     except InputError as exc:
         return [preflight.Check("inputs", "fail", f"{len(exc.problems)} problem(s)")], exc.problems
     checks.append(preflight.Check("inputs", "ok", f"valid ({_source(req)})"))
-    checks.append(
-        _playbook_check(prep.spec, req.command if req.command != "preflight" else "apply")
-    )
+    checks.append(_playbook_check(prep.spec, _lifecycle(req)))
     checks += preflight.tools(prep.hosts)
     checks.append(preflight.root_writable(req.root))
     checks.append(

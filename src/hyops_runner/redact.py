@@ -28,6 +28,8 @@ LOCATION_SUFFIXES = ("_file", "_path", "_dir", "_ref")
 SECRET_VALUE_RE = re.compile(r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)-----|^\$ANSIBLE_VAULT;")
 MASK = "REDACTED"
 
+Path_ = tuple[str, ...]
+
 
 def is_secret_name(name: str) -> bool:
     lowered = name.lower()
@@ -40,59 +42,45 @@ def is_secret_value(value: Any) -> bool:
     return isinstance(value, str) and bool(SECRET_VALUE_RE.search(value))
 
 
-def secret_paths(doc: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            path = (*prefix, str(key))
-            if is_secret_name(str(key)) or is_secret_value(value):
-                out.append(path)
-            else:
-                out.extend(secret_paths(value, path))
-    elif isinstance(doc, list):
-        for i, value in enumerate(doc):
-            path = (*prefix, str(i))
-            if is_secret_value(value):
-                out.append(path)
-            else:
-                out.extend(secret_paths(value, path))
-    return out
-
-
-def _walk(doc: Any, path: tuple[str, ...], replace: Any, drop: bool) -> Any:
+def _strip(doc: Any, path: Path_, replace: Any, drop: bool, found: list[Path_]) -> Any:
+    """A copy of ``doc`` with each secret replaced (or dropped); its paths go to ``found``."""
     if isinstance(doc, dict):
         out = {}
         for key, value in doc.items():
             here = (*path, str(key))
             if is_secret_name(str(key)) or is_secret_value(value):
+                found.append(here)
                 if not drop:
                     out[key] = replace
             else:
-                out[key] = _walk(value, here, replace, drop)
+                out[key] = _strip(value, here, replace, drop, found)
         return out
     if isinstance(doc, list):
         items = []
         for i, value in enumerate(doc):
+            here = (*path, str(i))
             if is_secret_value(value):
+                found.append(here)
                 if not drop:
                     items.append(replace)
             else:
-                items.append(_walk(value, (*path, str(i)), replace, drop))
+                items.append(_strip(value, here, replace, drop, found))
         return items
     return doc
 
 
 def masked(doc: Any) -> Any:
     """A copy with every secret value replaced by ``REDACTED`` (for evidence files)."""
-    return _walk(doc, (), MASK, drop=False)
+    return _strip(doc, (), MASK, drop=False, found=[])
 
 
 def rerun_inputs(
-    doc: dict[str, Any], from_env: set[tuple[str, ...]] | None = None
+    doc: dict[str, Any], from_env: set[Path_] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """(copy without secrets, header comment lines naming what was removed and which
     kept values came from the environment rather than the inputs file)."""
-    removed = secret_paths(doc)
+    removed: list[Path_] = []
+    clean = _strip(doc, (), None, drop=True, found=removed)
     notes = [
         f"# removed secret: {'.'.join(p)} (supply it again with "
         f"HYOPS_INPUT_{'__'.join(p).upper()} when re-running)"
@@ -101,4 +89,4 @@ def rerun_inputs(
     for path in sorted(from_env or ()):
         if not any(path[: len(r)] == r for r in removed):
             notes.append(f"# kept from the environment of the run: {'.'.join(path)}")
-    return _walk(doc, (), None, drop=True), notes
+    return clean, notes

@@ -68,11 +68,15 @@ class Layout:
     def state_dir(self) -> Path:
         return self.root / "state" / "modules" / self.module_id
 
+    def _slot_file(self, folder: Path, suffix: str) -> Path:
+        """``folder/latest<suffix>``, or ``folder/instances/<instance><suffix>``."""
+        if self.state_instance:
+            return folder / "instances" / f"{self.state_instance}{suffix}"
+        return folder / f"latest{suffix}"
+
     @property
     def state_file(self) -> Path:
-        if self.state_instance:
-            return self.state_dir / "instances" / f"{self.state_instance}.json"
-        return self.state_dir / "latest.json"
+        return self._slot_file(self.state_dir, ".json")
 
     @property
     def lock_file(self) -> Path:
@@ -85,9 +89,7 @@ class Layout:
 
     @property
     def rerun_inputs_file(self) -> Path:
-        if self.state_instance:
-            return self.config_dir / "instances" / f"{self.state_instance}.inputs.yml"
-        return self.config_dir / "latest.inputs.yml"
+        return self._slot_file(self.config_dir, ".inputs.yml")
 
     def work_dir(self, run_id: str) -> Path:
         return self.root / "work" / self.module_id / run_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ansible.plugins.callback import CallbackBase
@@ -30,12 +31,18 @@ def _text(value: Any) -> str:
     return " ".join(str(value).split())[:MSG_LIMIT]
 
 
-def _message(result: dict[str, Any]) -> str:
+def _message(result: Mapping[str, Any]) -> str:
     for key in ("msg", "stderr", "module_stderr", "stdout", "module_stdout"):
         value = result.get(key)
         if value:
             return _text(value)
     return ""
+
+
+def _payload(result: Any) -> Mapping[str, Any]:
+    """The module's result, read only: newer ansible-core has public attributes, older
+    ones only the private ones."""
+    return result.result if hasattr(result, "result") else result._result
 
 
 class CallbackModule(CallbackBase):
@@ -56,7 +63,7 @@ class CallbackModule(CallbackBase):
             self._out.write(json.dumps(event, sort_keys=True) + "\n")
 
     def _result(self, status: str, result: Any, **extra: Any) -> None:
-        payload = dict(result.result) if hasattr(result, "result") else dict(result._result)
+        payload = _payload(result)
         host = result.host if hasattr(result, "host") else result._host
         task = result.task if hasattr(result, "task") else result._task
         event: dict[str, Any] = {
@@ -80,9 +87,7 @@ class CallbackModule(CallbackBase):
         self._emit(event="task", name=_text(task.get_name()), handler=True)
 
     def v2_runner_on_ok(self, result: Any) -> None:
-        changed = bool(
-            (result.result if hasattr(result, "result") else result._result).get("changed")
-        )
+        changed = bool(_payload(result).get("changed"))
         self._result("changed" if changed else "ok", result)
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
