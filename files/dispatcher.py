@@ -569,7 +569,6 @@ def decide(
             f"decision is {int(age)} s old, over max_record_age_seconds "
             f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it"
         )
-        base.dispatch_id = None
         return base
     last = last_emit.get(route.key)
     if (
@@ -1059,7 +1058,8 @@ class Ledger:
         result: Dict[str, Tuple[float, str]] = {}
         rows = self.db.execute(
             "SELECT route, decision_epoch, dispatch_id FROM decisions WHERE outcome = 'emitted' "
-            "AND route IS NOT NULL AND decision_id NOT LIKE 'handoff-check-%'"
+            "AND route IS NOT NULL AND decision_id NOT LIKE ?",
+            (HANDOFF_PREFIX + "%",),
         )
         for route, epoch, dispatch_id in rows:
             if epoch is not None and (route not in result or epoch > result[route][0]):
@@ -1249,13 +1249,13 @@ class Notifier:
         except OSError:
             pass  # systemd gone or not listening: nothing useful to do
 
-    def ping_due(self, now: float) -> Optional[float]:
+    def ping_due(self) -> Optional[float]:
         if self.watchdog_s is None:
             return None
         return self.last_ping + self.watchdog_s / 2
 
     def ping(self, now: float, force: bool = False) -> None:
-        due = self.ping_due(now)
+        due = self.ping_due()
         if due is not None and (force or now >= due):
             self.send("WATCHDOG=1")
             self.last_ping = now
@@ -1554,10 +1554,8 @@ class Daemon:
             if st is None:
                 try:
                     st = os.lstat(os.path.join(records_dir, name))
-                except FileNotFoundError:
-                    st = None
                 except OSError:
-                    st = None  # _consider stats again and reports it
+                    st = None  # gone, or _consider stats again and reports why
             stats[name] = st
         order = sorted(stats, key=lambda n: (stats[n].st_mtime_ns if stats[n] else 0, n))
         for name in order:
@@ -2111,7 +2109,7 @@ class Daemon:
         ]
         if self.state_dirty:
             deadlines.append(self.last_state_write + STATE_MIN_INTERVAL)
-        ping = self.notifier.ping_due(now)
+        ping = self.notifier.ping_due()
         if ping is not None:
             deadlines.append(ping)
         for name in self.watched:
