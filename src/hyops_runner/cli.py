@@ -129,8 +129,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     root = resolve_root(args.root, args.env)
     if args.state_instance:
         check_instance_name(args.state_instance)
+    layout = Layout(root, args.module, args.state_instance)
     if args.command == "show":
-        layout = Layout(root, args.module, args.state_instance)
         return show.show(layout, as_json=args.json)
     req = Request(
         command=args.command,
@@ -168,7 +168,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(dump_json(final))
     else:
-        layout = Layout(root, args.module, args.state_instance)
         print(f"hyops: {args.command} {final['status']}: {layout.state_file}")
     return EXIT_OK
 

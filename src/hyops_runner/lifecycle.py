@@ -182,7 +182,8 @@ def _execute(
         "hyops_module_ref": spec.module_ref,
         "hyops_lifecycle_command": req.command,
     }
-    extravars.write(work / "hyops.inputs.yml", values, hyops_vars)
+    extravars_file = work / "hyops.inputs.yml"
+    extravars.write(extravars_file, values, hyops_vars)
 
     env_names = values.get(
         "required_env_destroy" if req.command == "destroy" else "required_env", []
@@ -198,7 +199,7 @@ def _execute(
     result = playbook.run(
         playbook_path,
         inventory_file,
-        work / "hyops.inputs.yml",
+        extravars_file,
         work,
         evidence,
         spec.directory,
