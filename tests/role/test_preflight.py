@@ -1,4 +1,9 @@
-"""The role's preflight refuses bad input with a message naming the variable.
+"""The role's preflight refuses bad input before anything changes on the host.
+
+Bounds and route rules have one source, the daemon: preflight renders config.json on the
+controller and runs `dispatcher.py check-config` on it, so for those cases the expected
+message is whatever check-config itself says about the same rendered config. The role
+checks only what the daemon cannot (paths apart, service user, handoff route, archive).
 
 One real ansible-playbook run on the controller (connection local) runs the role's
 preflight tasks once per case, each in its own block, and records pass or the message.
@@ -16,37 +21,60 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from .rendering import REPO, ROLE, check_config_verdict
+
 GOOD_ROUTE = {
     "target_kind": "blueprint",
     "target_ref": "dr/postgresql-ha-failover-gcp@v1",
     "target_env": "dr",
     "execution_plane": "runner-local",
 }
+# Expected: None = accepted; DAEMON = refused with check-config's own message for the
+# rendered config; any other string = refused with a message containing it.
+DAEMON = "<check-config>"
 CASES: dict[str, tuple[dict[str, Any], str | None]] = {
     "good": ({}, None),
     "good_absent": (
         {"decision_dispatcher_state": "absent", "decision_dispatcher_archive_dir": "/tmp/a"},
         None,
     ),
-    "no_routes": ({"decision_dispatcher_routes": {}}, "decision_dispatcher_routes"),
-    "poll_too_low": ({"decision_dispatcher_poll_seconds": 4}, "poll_seconds >= 5"),
+    # absent never renders a config: a value only the daemon would refuse does not block it
+    "absent_ignores_daemon_bounds": (
+        {
+            "decision_dispatcher_state": "absent",
+            "decision_dispatcher_archive_dir": "/tmp/a",
+            "decision_dispatcher_heartbeat_seconds": 1,
+        },
+        None,
+    ),
+    "no_routes": ({"decision_dispatcher_routes": {}}, DAEMON),
+    "poll_too_low": ({"decision_dispatcher_poll_seconds": 4}, DAEMON),
+    "heartbeat_schema_min_minus_1": ({"decision_dispatcher_heartbeat_seconds": 4}, DAEMON),
+    # values the old preflight accepted (its own copies of the bounds had drifted)
+    "heartbeat_1": ({"decision_dispatcher_heartbeat_seconds": 1}, DAEMON),
+    "heartbeat_above_max": ({"decision_dispatcher_heartbeat_seconds": 3601}, DAEMON),
+    "max_record_age_1": ({"decision_dispatcher_max_record_age_seconds": 1}, DAEMON),
+    "max_record_bytes_1": ({"decision_dispatcher_max_record_bytes": 1}, DAEMON),
+    "log_max_bytes_2048": ({"decision_dispatcher_log_max_bytes": 2048}, DAEMON),
+    "log_backup_count_0": ({"decision_dispatcher_log_backup_count": 0}, DAEMON),
+    "settle_above_max": ({"decision_dispatcher_settle_seconds": 301}, DAEMON),
     "unknown_route_key": (
         {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "requires_aproval": False}}},
-        "decision_dispatcher_routes.cutover",
+        DAEMON,
     ),
     "approval_not_bool": (
         {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "requires_approval": "no"}}},
-        "requires_approval must be a boolean",
+        DAEMON,
+    ),
+    "coalesce_above_max": (
+        {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "coalesce_seconds": 604801}}},
+        DAEMON,
     ),
     "bad_plane": (
         {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "execution_plane": "ssh"}}},
-        "decision_dispatcher_routes.cutover",
+        DAEMON,
     ),
-    "upper_case_type": (
-        {"decision_dispatcher_routes": {"Cutover": GOOD_ROUTE}},
-        "decision_dispatcher_routes.Cutover",
-    ),
+    "upper_case_type": ({"decision_dispatcher_routes": {"Cutover": GOOD_ROUTE}}, DAEMON),
     "records_inside_root": (
         {"decision_dispatcher_records_dir": "/opt/hybridops/decision-dispatcher/records"},
         "must not be '/'",
@@ -56,6 +84,24 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         "decision_dispatcher_script_path",
     ),
     "root_user": ({"decision_dispatcher_service_user": "root"}, "not root"),
+    "user_too_long": (
+        {"decision_dispatcher_service_user": "u" * 33},
+        "decision_dispatcher_service_user",
+    ),
+    "user_32_chars": ({"decision_dispatcher_service_user": "u" * 32}, None),
+    "ready_timeout_below_schema": (
+        {"decision_dispatcher_ready_timeout_s": 4},
+        "decision_dispatcher_ready_timeout_s",
+    ),
+    "ready_timeout_above_schema": (
+        {"decision_dispatcher_ready_timeout_s": 601},
+        "decision_dispatcher_ready_timeout_s",
+    ),
+    "ready_timeout_schema_min": ({"decision_dispatcher_ready_timeout_s": 5}, None),
+    "watchdog_too_low": (
+        {"decision_dispatcher_watchdog_seconds": 1},
+        "decision_dispatcher_watchdog_seconds",
+    ),
     "handoff_unrouted": (
         {
             "decision_dispatcher_handoff_check": True,
@@ -68,6 +114,25 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         "decision_dispatcher_archive_dir is empty",
     ),
 }
+
+
+def ansible_env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
+
+
+def ansible_playbook(playbook: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), *args, str(playbook)],
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+        check=False,
+        timeout=300,
+    )
+
+
+def case_vars(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {"decision_dispatcher_routes": {"cutover": GOOD_ROUTE}, **overrides}
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +151,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                             "name": "decision_dispatcher",
                             "tasks_from": "preflight.yml",
                         },
-                        "vars": {
-                            "decision_dispatcher_routes": {"cutover": GOOD_ROUTE},
-                            **overrides,
-                        },
+                        "vars": case_vars(overrides),
                     },
                     {
                         "name": f"passed {name}",
@@ -132,24 +194,70 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ]
     playbook = work / "preflight.yml"
     playbook.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    done = ansible_playbook(playbook)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(out.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_preflight(outcomes: dict[str, str], case: str) -> None:
-    expected = CASES[case][1]
+def test_preflight(outcomes: dict[str, str], case: str, tmp_path: Path) -> None:
+    overrides, expected = CASES[case]
     if expected is None:
         assert outcomes[case] == "passed"
-    else:
-        assert outcomes[case] != "passed", f"{case} was accepted"
-        assert expected in outcomes[case]
+        return
+    assert outcomes[case] != "passed", f"{case} was accepted"
+    if expected == DAEMON:
+        rc, message = check_config_verdict(tmp_path / "config.json", **case_vars(overrides))
+        assert rc == 3, f"{case}: check-config itself accepts it ({message})"
+        expected = message
+    assert expected in outcomes[case]
+    assert "\n" not in outcomes[case].strip(), "the refusal is one line"
+
+
+def host_task_headers() -> set[str]:
+    """The output header of every task that changes the host (install, configure, service)."""
+    names: set[str] = set()
+    for part in ("install", "configure", "service"):
+        pending = yaml.safe_load((ROLE / "tasks" / f"{part}.yml").read_text(encoding="utf-8"))
+        while pending:
+            task = pending.pop()
+            names.add(task["name"])
+            pending += task.get("block", []) + task.get("rescue", []) + task.get("always", [])
+    return {f"TASK [decision_dispatcher : {name}]" for name in names}
+
+
+def test_a_value_only_the_daemon_refuses_stops_the_role_before_the_host_changes(
+    tmp_path: Path,
+) -> None:
+    """The whole role in check mode (nothing on this machine changes, even where the
+    refusal is missing): preflight must fail before any install task would run."""
+    overrides = {
+        "decision_dispatcher_routes": {"cutover": GOOD_ROUTE},
+        "decision_dispatcher_heartbeat_seconds": 1,
+        "decision_dispatcher_log_max_bytes": 2048,
+        "decision_dispatcher_root": str(tmp_path / "root"),
+        "decision_dispatcher_records_dir": str(tmp_path / "records"),
+        "decision_dispatcher_script_path": str(tmp_path / "lib" / "dispatcher.py"),
+        "decision_dispatcher_unit_name": "hyops-preflight-test",
+        "decision_dispatcher_service_user": "hyops-preflight-test",
+    }
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars": {"ansible_python_interpreter": sys.executable, **overrides},
+            "roles": [{"role": "decision_dispatcher"}],
+        }
+    ]
+    playbook = tmp_path / "role.yml"
+    playbook.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
+    done = ansible_playbook(playbook, "--check")
+    output = done.stdout + done.stderr
+    _, daemon_says = check_config_verdict(tmp_path / "config.json", **overrides)
+    assert done.returncode != 0, "the role accepted heartbeat 1 / log_max_bytes 2048"
+    headers = host_task_headers()
+    assert [line for line in output.splitlines() if line.rstrip(" *") in headers] == []
+    assert "changed:" not in output
+    assert daemon_says in output
+    assert not (tmp_path / "root").exists()

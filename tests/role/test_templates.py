@@ -7,50 +7,12 @@ tests need no Ansible run; the config is checked against the daemon's JSON Schem
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
-import jinja2
 import jsonschema
 import pytest
-import yaml
 from referencing import Registry, Resource
 
-REPO = Path(__file__).resolve().parents[2]
-ROLE = REPO / "roles" / "decision_dispatcher"
-DEFAULTS: dict[str, Any] = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text("utf-8"))
-CONFIG_FILE = f"{DEFAULTS['decision_dispatcher_root']}/config/config.json"
-ROUTES = {
-    "cutover": {
-        "target_kind": "blueprint",
-        "target_ref": "dr/postgresql-ha-failover-gcp@v1",
-        "target_env": "dr",
-        "execution_plane": "runner-local",
-        "requires_approval": False,
-        "approval_ttl_seconds": 3600,
-    }
-}
-
-
-def render(template: str, **overrides: Any) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["bool"] = bool
-    env.filters["to_nice_json"] = lambda v, indent=4, sort_keys=True: json.dumps(
-        v, indent=indent, sort_keys=sort_keys
-    )
-    variables = {
-        **DEFAULTS,
-        "decision_dispatcher_routes": ROUTES,
-        "ansible_managed": "managed by Ansible",
-        "__decision_dispatcher_config_file": CONFIG_FILE,
-        "__decision_dispatcher_systemd_version": 252,
-        **overrides,
-    }
-    return env.get_template(template).render(variables)
+from .rendering import DEFAULTS, REPO, ROUTES, render
 
 
 def unit_directives(text: str) -> dict[str, list[str]]:
