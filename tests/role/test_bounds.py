@@ -105,3 +105,15 @@ def test_role_keeps_no_copy_of_the_config_bounds() -> None:
         if re.search(rf"decision_dispatcher_{key}\s*\|\s*int\s*(>=|<=|>|<)", preflight)
     ]
     assert copies == []
+
+
+def test_freshness_is_defined_only_by_the_daemon() -> None:
+    # The role and the manifest ask `status --json` for `healthy`; neither restates when a
+    # state.json tick counts as fresh (no heartbeat arithmetic, no timestamp age of its own).
+    texts = {p: p.read_text(encoding="utf-8") for p in sorted(ROLE.rglob("*.yml"))}
+    texts[REPO / "module.yml"] = (REPO / "module.yml").read_text(encoding="utf-8")
+    restated = re.compile(r"\d\s*[*x]\s*(decision_dispatcher_|dispatcher_)?heartbeat|timestamp_utc")
+    assert [str(p) for p, text in texts.items() if restated.search(text)] == []
+    service = texts[ROLE / "tasks" / "service.yml"]
+    assert re.search(r"- status\n\s+- --json\n", service)
+    assert ").healthy" in service
