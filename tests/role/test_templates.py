@@ -170,7 +170,10 @@ def test_unit_reads_records_and_approvals_only() -> None:
     ("textfile", "writable"),
     [
         ("", ["/opt/hybridops/decision-dispatcher"]),
-        ("/opt/hybridops/decision-dispatcher/metrics/d.prom", ["/opt/hybridops/decision-dispatcher"]),
+        (
+            "/opt/hybridops/decision-dispatcher/metrics/d.prom",
+            ["/opt/hybridops/decision-dispatcher"],
+        ),
         (
             "/var/lib/prometheus/node-exporter/hyops_decision_dispatcher.prom",
             ["/opt/hybridops/decision-dispatcher", "-/var/lib/prometheus/node-exporter"],
