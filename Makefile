@@ -6,10 +6,14 @@ export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint unit molecule e2e test demo demo-destroy lock clean
+.PHONY: venv promtool lint unit molecule e2e test demo demo-destroy lock clean
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
+
+# Debian's prometheus package, for promtool only: the server is never left running or enabled.
+promtool:
+	@bash scripts/ensure-promtool.sh
 
 lint: venv
 	ruff check .
@@ -17,7 +21,7 @@ lint: venv
 	yamllint -s .
 	ansible-lint -q
 
-unit: venv
+unit: venv promtool
 	pytest -q -m "not e2e"
 
 # Both molecule scenarios on a real systemd test host (podman); prints "molecule: N passed, M failed".

@@ -57,6 +57,8 @@ EXIT_LOCKED = 4
 EXIT_HANDOFF = 5
 
 DEFAULT_CONFIG_PATH = "/opt/hybridops/decision-dispatcher/config/config.json"
+# The decision consumer's approval markers, <dispatch_id>.approved.json (CONTRACT.md 3).
+DEFAULT_APPROVALS_DIR = "/opt/hybridops/decision-consumer/state/approvals"
 EXECUTION_MODE = "record-only"
 SCHEMA_VERSION = 1
 VERSION = "0.1.0"
@@ -135,6 +137,8 @@ CONFIG_KEYS = {
     "state_file",
     "ledger_file",
     "log_file",
+    "approvals_dir",
+    "metrics_textfile",
 }
 # Required as in schemas/dispatcher-config.schema.json, except `root`: without it the root
 # is the folder above config/.
@@ -210,6 +214,9 @@ class Config:
     log_max_bytes: int
     log_backup_count: int
     routes: Dict[str, Route] = field(default_factory=dict)
+    # The consumer's approval markers (read only) and the Prometheus textfile (issue 10).
+    approvals_dir: str = DEFAULT_APPROVALS_DIR
+    metrics_textfile: str = ""
 
     def paths(self) -> Tuple[str, ...]:
         return (
@@ -364,6 +371,11 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     state_file = _path(obj, "state_file", os.path.join(root, "state", "state.json"))
     ledger_file = _path(obj, "ledger_file", os.path.join(root, "state", "ledger.sqlite3"))
     log_file = _path(obj, "log_file", os.path.join(root, "logs", "dispatcher.log"))
+    approvals_dir = _path(obj, "approvals_dir", DEFAULT_APPROVALS_DIR)
+    metrics_textfile = _path(obj, "metrics_textfile", os.path.join(root, "state", "metrics.prom"))
+    if not metrics_textfile.endswith(".prom"):
+        # node_exporter's textfile collector reads *.prom only: any other name is never seen.
+        raise ConfigError(f"metrics_textfile: must end in .prom; got {short(metrics_textfile)}")
     if os.path.normpath(records_dir) == os.path.normpath(requests_dir):
         raise ConfigError("requests_dir: must differ from decision_records_dir")
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
@@ -388,6 +400,8 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         log_max_bytes=_integer(obj, "log_max_bytes", 10485760, 65536),
         log_backup_count=_integer(obj, "log_backup_count", 5, 1, 100),
         routes=routes,
+        approvals_dir=approvals_dir,
+        metrics_textfile=metrics_textfile,
     )
 
 

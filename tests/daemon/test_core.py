@@ -59,6 +59,16 @@ def test_config_defaults_and_derived_paths() -> None:
     assert explicit.requests_dir == "/x/req" and explicit.log_file == "/x/log/d.log"
 
 
+def test_config_approvals_and_metrics_paths() -> None:
+    cfg = config()
+    assert cfg.approvals_dir == "/opt/hybridops/decision-consumer/state/approvals"
+    assert cfg.metrics_textfile == "/srv/dd/state/metrics.prom"
+    textfile = "/var/lib/prometheus/node-exporter/hyops_decision_dispatcher.prom"
+    explicit = config(approvals_dir="/srv/consumer/approvals/", metrics_textfile=textfile)
+    assert explicit.approvals_dir == "/srv/consumer/approvals"
+    assert explicit.metrics_textfile == textfile
+
+
 CONFIG_ERRORS = [
     ({"poll_seconds": 4}, "poll_seconds: must be an integer between 5 and 3600"),
     ({"poll_seconds": "15"}, "poll_seconds"),
@@ -74,6 +84,11 @@ CONFIG_ERRORS = [
     ({"bogus": 1}, "bogus: unknown key"),
     ({"decision_records_dir": "relative/path"}, "decision_records_dir: must be an absolute path"),
     ({"requests_dir": "/srv/records"}, "requests_dir: must differ"),
+    ({"approvals_dir": "approvals"}, "approvals_dir: must be an absolute path"),
+    ({"approvals_dir": ""}, "approvals_dir: must be an absolute path"),
+    ({"metrics_textfile": "metrics.prom"}, "metrics_textfile: must be an absolute path"),
+    ({"metrics_textfile": 1}, "metrics_textfile: must be an absolute path"),
+    ({"metrics_textfile": "/srv/m/dd.txt"}, "metrics_textfile: must end in .prom"),
     ({"max_record_bytes": 10}, "max_record_bytes"),
     ({"max_record_age_seconds": 0}, "max_record_age_seconds"),
     ({"settle_seconds": 1.5}, "settle_seconds"),

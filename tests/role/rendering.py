@@ -4,6 +4,7 @@ Ansible filters they use), and the daemon's own verdict on a rendered config."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "decision_dispatcher"
 DISPATCHER = ROLE / "files" / "dispatcher.py"
 DEFAULTS: dict[str, Any] = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text("utf-8"))
+# The role's derived variables (vars/main.yml), rendered in file order like Ansible would.
+ROLE_VARS: dict[str, Any] = yaml.safe_load((ROLE / "vars" / "main.yml").read_text("utf-8"))
 CONFIG_FILE = f"{DEFAULTS['decision_dispatcher_root']}/config/config.json"
 ROUTES = {
     "cutover": {
@@ -39,6 +42,7 @@ def render(template: str, **overrides: Any) -> str:
     env.filters["to_nice_json"] = lambda v, indent=4, sort_keys=True: json.dumps(
         v, indent=indent, sort_keys=sort_keys
     )
+    env.filters["dirname"] = os.path.dirname
     variables = {
         **DEFAULTS,
         "decision_dispatcher_routes": ROUTES,
@@ -47,6 +51,10 @@ def render(template: str, **overrides: Any) -> str:
         "__decision_dispatcher_systemd_version": 252,
         **overrides,
     }
+    for name, value in ROLE_VARS.items():
+        if name not in variables:
+            is_template = isinstance(value, str) and "{{" in value
+            variables[name] = env.from_string(value).render(variables) if is_template else value
     return env.get_template(template).render(variables)
 
 

@@ -44,6 +44,22 @@ def test_config_renders_valid_json_that_the_schema_accepts() -> None:
     assert config["root"] == DEFAULTS["decision_dispatcher_root"]
     assert config["decision_records_dir"] == DEFAULTS["decision_dispatcher_records_dir"]
     assert config["execution_mode"] == "record-only"
+    assert config["approvals_dir"] == "/opt/hybridops/decision-consumer/state/approvals"
+    assert config["metrics_textfile"] == "/opt/hybridops/decision-dispatcher/state/metrics.prom"
+
+
+def test_config_names_an_explicit_metrics_textfile_and_approvals_dir() -> None:
+    textfile = "/var/lib/prometheus/node-exporter/hyops_decision_dispatcher.prom"
+    config = json.loads(
+        render(
+            "config.json.j2",
+            decision_dispatcher_metrics_textfile=textfile,
+            decision_dispatcher_approvals_dir="/srv/consumer/approvals",
+        )
+    )
+    schema_validator().validate(config)
+    assert config["metrics_textfile"] == textfile
+    assert config["approvals_dir"] == "/srv/consumer/approvals"
 
 
 def test_config_rendering_is_byte_stable() -> None:
@@ -67,7 +83,6 @@ def test_config_types_survive_string_inputs() -> None:
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ReadWritePaths", "/opt/hybridops/decision-dispatcher"),
-        ("ReadOnlyPaths", "-/opt/hybridops/decision-service/state/records"),
         ("User", "hyops-dispatcher"),
         ("WatchdogSec", "30"),
         ("StartLimitBurst", "5"),
@@ -96,3 +111,36 @@ def test_unit_backoff_directives_only_where_systemd_knows_them() -> None:
     assert "RestartSteps" not in old
     assert new["RestartSteps"] == ["6"]
     assert new["RestartMaxDelaySec"] == ["60"]
+
+
+def test_unit_reads_records_and_approvals_only() -> None:
+    assert unit_directives(render("dispatcher.service.j2"))["ReadOnlyPaths"] == [
+        "-/opt/hybridops/decision-service/state/records",
+        "-/opt/hybridops/decision-consumer/state/approvals",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("textfile", "writable"),
+    [
+        ("", ["/opt/hybridops/decision-dispatcher"]),
+        (
+            "/opt/hybridops/decision-dispatcher/metrics/d.prom",
+            ["/opt/hybridops/decision-dispatcher"],
+        ),
+        (
+            "/var/lib/prometheus/node-exporter/hyops_decision_dispatcher.prom",
+            ["/opt/hybridops/decision-dispatcher", "-/var/lib/prometheus/node-exporter"],
+        ),
+        # A sibling that merely shares the root's name as a prefix is outside it.
+        (
+            "/opt/hybridops/decision-dispatcher-metrics/d.prom",
+            ["/opt/hybridops/decision-dispatcher", "-/opt/hybridops/decision-dispatcher-metrics"],
+        ),
+    ],
+)
+def test_unit_may_write_the_metrics_folder_only_when_outside_the_root(
+    textfile: str, writable: list[str]
+) -> None:
+    unit = render("dispatcher.service.j2", decision_dispatcher_metrics_textfile=textfile)
+    assert unit_directives(unit)["ReadWritePaths"] == writable
