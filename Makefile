@@ -10,6 +10,7 @@ export PY_COLORS := 0
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
+	@bash scripts/system-test-deps.sh
 
 lint: venv
 	ruff check .

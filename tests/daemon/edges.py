@@ -5,6 +5,7 @@ of files/dispatcher.py are used (CLI, files, signals), so the tests survive its 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import pwd
@@ -19,12 +20,14 @@ from typing import Any
 
 from .conftest import DISPATCHER, Root
 
-PY = sys.executable
+# The daemon's interpreter; HYOPS_EDGES_PYTHON runs the set under another one (e.g. 3.9).
+PY = os.environ.get("HYOPS_EDGES_PYTHON") or sys.executable
 SERVICE_USER = "hyops-test-svc"
 # pyenv's Pythons live under /root (0700): the service user runs the system one, as on a
 # real host (test_sandbox.py does the same).
 SYSTEM_PYTHON = "/usr/bin/python3"
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# Debian's faketime package (scripts/system-test-deps.sh installs it); "" when missing.
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "")
 
 
 def service_user() -> tuple[int, int]:

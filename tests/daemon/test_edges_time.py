@@ -4,7 +4,6 @@ daemon runs under libfaketime and the test moves its wall clock back an hour."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from .edges import LIBFAKETIME, PY, faketime_env
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(LIBFAKETIME), reason="needs faketime (make venv)"),
+    pytest.mark.skipif(not LIBFAKETIME, reason="needs faketime (make venv)"),
 ]
 
 
