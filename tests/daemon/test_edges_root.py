@@ -116,37 +116,40 @@ FIFO_COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("where", ["lock", "log", "state"])
 @pytest.mark.xfail(strict=True, reason="issue 9: a FIFO under state/ or logs/ hangs root")
-def test_root_commands_return_when_a_fifo_is_planted(svc: tuple[int, int], where: str) -> None:
+def test_root_commands_return_when_a_fifo_is_planted(svc: tuple[int, int]) -> None:
     with contextlib.ExitStack() as stack:
-        # One root per command, run side by side: a hang costs one timeout, and no command
-        # can unblock another by opening the same FIFO.
+        # One root per (FIFO place, command), all run side by side: a hang costs one
+        # timeout, and no command can unblock another by opening the same FIFO.
         procs = {}
-        planted = {}
-        for name, args in FIFO_COMMANDS.items():
-            root, script = stack.enter_context(_installed_root(svc))
-            planted[name] = _paths(root)[where]
-            planted[name].unlink()
-            os.mkfifo(planted[name], 0o600)
-            procs[name] = subprocess.Popen(
-                [PY, str(script), "--config", str(root.config), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 3  # each returns in well under a second
+        planted = []
+        for where in ("lock", "log", "state"):
+            for name, args in FIFO_COMMANDS.items():
+                root, script = stack.enter_context(_installed_root(svc))
+                fifo = _paths(root)[where]
+                fifo.unlink()
+                os.mkfifo(fifo, 0o600)
+                planted.append(fifo)
+                procs[f"{name} (FIFO at {where})"] = subprocess.Popen(
+                    [PY, str(script), "--config", str(root.config), *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+        deadline = time.monotonic() + 4  # each returns in well under a second
         hung = []
         for name, proc in procs.items():
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 hung.append(name)
+        for proc in procs.values():
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-        assert hung == [], f"blocked on a FIFO at {where}"
+        assert hung == []
         # Left for the operator to look at, not replaced.
-        assert all(path.is_fifo() for path in planted.values())
+        assert all(path.is_fifo() for path in planted)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 9: root once leaves files the service cannot open")
