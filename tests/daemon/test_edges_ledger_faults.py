@@ -122,7 +122,7 @@ def test_disk_full_is_reported_as_itself_and_retried(root: Root, spawn) -> None:
         wait_for(lambda: noticed() or daemon.proc.poll() is not None, 10, "the full disk noticed")
         time.sleep(1.0)
         # The cause is named and no follow-on error about the transaction hides it.
-        assert noticed()
+        assert noticed(), "the log does not name the full disk"
         assert "no transaction is active" not in root.log.read_text() + daemon.stderr()
         # It keeps retrying (no exit into a restart loop that hits the start limit)...
         assert daemon.proc.poll() is None, f"exited {daemon.proc.returncode}"
