@@ -10,6 +10,7 @@ export PY_COLORS := 0
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
+	@bash scripts/system-test-deps.sh
 
 # Debian's prometheus package, for promtool only: the server is never left running or enabled.
 promtool:

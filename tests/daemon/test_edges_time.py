@@ -1,0 +1,43 @@
+"""Issue 9, time: intervals, watchdog pings and polling run on the monotonic clock, so a
+backward step of the wall clock (NTP, a VM restore) stalls nothing. The step is real: the
+daemon runs under libfaketime and the test moves its wall clock back an hour."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Root, now_iso, record, wait_for
+from .edges import LIBFAKETIME, PY, faketime_env
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not LIBFAKETIME, reason="needs faketime (make venv)"),
+]
+
+
+def _pings(daemon, seconds: float) -> int:
+    daemon.messages.clear()
+    time.sleep(seconds)
+    return daemon.read_notify().count("WATCHDOG=1")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9: a backward wall-clock step stops pings/polling")
+def test_backward_clock_step_keeps_pings_and_polling_going(
+    root: Root, spawn, tmp_path: Path
+) -> None:
+    root.write_config(settle_seconds=0)
+    control = tmp_path / "faketime.rc"
+    env = faketime_env(control)
+    env.update({"WATCHDOG_USEC": "400000", "HYOPS_DISPATCHER_NO_INOTIFY": "1"})
+    daemon = spawn(PY, root, env=env).wait_ready()
+    assert _pings(daemon, 1.0) >= 3  # every 0.2 s (half of WatchdogSec)
+    control.write_text("-3600s\n")  # the wall clock jumps back an hour
+    assert _pings(daemon, 1.0) >= 3, "watchdog pings stopped after the clock step"
+    # Polling goes on: a record (stamped in the daemon's new wall time) is picked up by
+    # the next poll (poll_seconds 5), with inotify off.
+    root.drop("after.json", record("clock-1", timestamp_utc=now_iso(-3600)))
+    wait_for(lambda: root.outcomes().get("after.json", ("",))[0] == "emitted", 8, "polled")
+    assert daemon.stop() == 0
