@@ -118,7 +118,7 @@ def set_path(values: dict[str, Any], name: str, parts: Path_, value: Any) -> Non
         if last:
             node[part] = merge(node[part], value) if part in node else copy.deepcopy(value)
         else:
-            if not isinstance(node.get(part), (dict, list)):
+            if node.get(part) is None:
                 node[part] = {}
             node = node[part]
 
