@@ -17,6 +17,7 @@ from typing import Any
 from . import redact
 from .fsutil import atomic_write_json, atomic_write_yaml
 from .modules import ModuleSpec
+from .runid import updated_at
 
 REPORT = "hyops_run.json"
 RESOLVED_INPUTS = "resolved.inputs.yml"
@@ -68,10 +69,25 @@ class Evidence:
         return path
 
     def preflight_decision(self, passed: bool | None, detail: str = "") -> None:
-        self.write_json(
-            "preflight_decision.json",
-            {"command": self.command, "passed": passed, "skipped": False, "detail": detail},
-        )
+        """HybridOps' record of the preflight gate: pending, then passed or failed."""
+        now = updated_at()
+        doc: dict[str, Any] = {
+            "command": self.command,
+            "completed_at": now if passed is not None else "",
+            "decision": "enforce",
+            "decision_source": "operator-cli",
+            "guarantee": "established" if passed else "not-established",
+            "mutating": self.command in ("apply", "destroy"),
+            "reason": "",
+            "recorded_at": now,
+            "requirement": "driver-preflight",
+            "schema_version": 1,
+            "scope": "driver",
+            "status": {None: "pending", True: "passed", False: "failed"}[passed],
+        }
+        if passed is False:
+            doc["detail"] = detail
+        self.write_json("preflight_decision.json", doc)
 
     def module_state(
         self, state_path: Path, rerun: Path | None, resolved: Path | None,

@@ -66,7 +66,8 @@ def test_preflight_failure_on_top_of_ok_writes_no_state(fixture_env: FixtureEnv)
         "command", "driver", "error", "normalized_outputs", "run_id", "status", "warnings",
     }  # fmt: skip
     decision = json.loads((evidence / "preflight_decision.json").read_text())
-    assert decision["passed"] is False
+    assert decision["status"] == "failed" and decision["guarantee"] == "not-established"
+    assert decision["detail"] == result["error"]
     # placeholder 0.0.0.0 was not probed; 127.0.0.1 was
     report = json.loads((evidence / "hyops_run.json").read_text())
     assert [c["name"] for c in report["preflight"]] == ["required env", "tcp lo", "connect p"]
