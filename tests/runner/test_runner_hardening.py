@@ -277,3 +277,32 @@ def test_load_vault_env_true_is_refused_by_name(fixture_env: FixtureEnv) -> None
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "inputs.load_vault_env: true is not supported" in lines[0]
+
+
+@pytest.mark.parametrize("error", [MemoryError, RuntimeError])
+def test_an_unexpected_error_mid_run_never_leaves_running(
+    fixture_env: FixtureEnv, monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    from hyops_runner import lifecycle, playbook
+
+    assert fixture_env.run("apply").returncode == 0
+    good = fixture_env.state()
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        assert fixture_env.state()["status"] == "running"
+        raise error("out of the blue")
+
+    monkeypatch.setattr(playbook, "run", boom)
+    req = lifecycle.Request(
+        command="apply",
+        module_ref=FIXTURE_REF,
+        root=fixture_env.root,
+        inputs_file=str(fixture_env.inputs_file),
+        module_roots=[str(MODULE_ROOT)],
+        environ={},
+    )
+    with pytest.raises(lifecycle.HyopsError, match="apply failed: out of the blue"):
+        lifecycle.run_lifecycle(req, progress=None)
+    doc = fixture_env.state()
+    assert doc["status"] == "error" and doc["last_error"] == "out of the blue"
+    assert doc["outputs"] == good["outputs"]

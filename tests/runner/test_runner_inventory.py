@@ -77,3 +77,8 @@ def test_invalid_host_variable_names_are_refused(key: str) -> None:
 def test_inventory_state_ref_is_refused_clearly() -> None:
     with pytest.raises(ValueError, match="inventory_state_ref: not supported"):
         render(inputs({}, inventory_state_ref="platform/onprem/vm@state"))
+
+
+def test_become_user_is_written_only_when_it_is_not_root() -> None:
+    text = render(inputs({"edge_control": [{"name": "a", "host": "h"}]}, become_user="app"))
+    assert text.endswith("ansible_become=true\nansible_become_user=app\n")
