@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, preflight, show
+from .checks import run_preflight, run_validate
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HyopsError
 from .fsutil import dump_json
-from .lifecycle import Request, run_lifecycle, run_preflight, run_validate
+from .lifecycle import Request, run_lifecycle
 from .runtime import Layout, check_instance_name, resolve_root
 
 DESCRIPTION = """\

@@ -1,4 +1,4 @@
-"""``hyops apply|plan|destroy|preflight|validate``: the order things happen in.
+"""``hyops apply|plan|destroy``: the order things happen in (checks.py: preflight, validate).
 
 Nothing is written until the inputs validate, the inventory renders and the runtime
 root passes its check. Then, holding the slot lock (CONTRACT.md 4a, HybridOps' order):
@@ -13,176 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import extravars, inventory, playbook, preflight, redact, sshopts, state
-from .errors import HyopsError, InputError
+from . import extravars, playbook, preflight, redact, state
+from .errors import HyopsError
 from .evidence import REPORT, Evidence
 from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_yaml, tighten_tree
-from .inputs import ResolvedInputs, resolve
 from .lock import slot_lock
-from .modules import ModuleSpec, find_module
+from .modules import ModuleSpec
+from .prepare import PLAYBOOK_ARGS, Prepared, Request, connectivity_checks, prepare, probe_for
 from .runid import new_run_id, utc_now
-from .runtime import Layout, check_root
-from .validate import input_problems
+from .runtime import check_root
 
-# ansible-playbook arguments per command (HybridOps' onprem-linux@v1.0 profile).
-PLAYBOOK_ARGS = {"apply": (), "destroy": (), "plan": ("--check",), "validate": ("--syntax-check",)}
-
-
-@dataclass
-class Request:
-    command: str
-    module_ref: str
-    root: Path
-    inputs_file: str | None = None
-    state_instance: str | None = None
-    module_roots: list[str] = field(default_factory=list)
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    timeout_s: int | None = None
-
-
-@dataclass
-class Prepared:
-    spec: ModuleSpec
-    inputs: ResolvedInputs
-    inventory_text: str
-    hosts: list[inventory.Host]
-    layout: Layout
-    jump: sshopts.Jump | None
-
-
-def prepare(req: Request) -> Prepared:
-    """Module, inputs, validation and inventory: everything that must hold before a run."""
-    spec = find_module(req.module_ref, req.module_roots)
-    resolved = resolve(spec.defaults, req.inputs_file, req.environ)
-    found = input_problems(spec.schema_dir, _lifecycle(req), resolved.values)
-    if found:
-        raise InputError(_source(req), found)
-    if resolved.values.get("load_vault_env") is True:
-        raise InputError(
-            _source(req),
-            [
-                "inputs.load_vault_env: true is not supported by this runner (HybridOps reads "
-                "<root>/vault/bootstrap.vault.env); export the variables and set it to false"
-            ],
-        )
-    layout = Layout(req.root, spec.module_ref, req.state_instance)
-    try:
-        sshopts.host_key_options(layout.known_hosts, write=True)
-    except ValueError as exc:
-        raise HyopsError(f"hyops: {exc}") from None
-    try:
-        jump = sshopts.jump_host(resolved.values, req.root)
-        hosts = inventory.hosts(resolved.values)
-        text = inventory.render(resolved.values, layout.known_hosts, jump)
-    except (KeyError, TypeError, ValueError) as exc:
-        message = str(exc)
-        if not message.startswith("inputs."):
-            message = f"inputs: cannot build the inventory ({type(exc).__name__}: {exc})"
-        raise InputError(_source(req), [message]) from None
-    return Prepared(spec, resolved, text, hosts, layout, jump)
-
-
-def _lifecycle(req: Request) -> str:
-    """The lifecycle whose input schema applies: preflight, plan and validate answer
-    "would apply run?", so they check what apply checks."""
-    return "destroy" if req.command == "destroy" else "apply"
-
-
-def _source(req: Request) -> str:
-    return req.inputs_file or "module defaults + environment"
-
-
-def _probe(prep: Prepared, write_keys: bool, evidence: Path | None = None) -> preflight.Probe:
-    keys = sshopts.host_key_options(prep.layout.known_hosts, write=write_keys)
-    return preflight.Probe(keys, prep.jump, evidence)
-
-
-def _connectivity(prep: Prepared, probe: preflight.Probe) -> list[preflight.Check]:
-    if not prep.inputs.values.get("connectivity_check", True):
-        return [preflight.Check("connectivity", "skip", "connectivity_check is false")]
-    out: list[preflight.Check] = []
-    seen: set[str] = set()
-    for host in prep.hosts:
-        if host.address in seen:  # HybridOps probes each address once
-            continue
-        seen.add(host.address)
-        out += preflight.connectivity(host, prep.inputs.values, probe)
-    return out
-
-
-def run_preflight(req: Request) -> tuple[list[preflight.Check], list[str]]:
-    """(checks, input problems). Reads only: no folder, state, evidence or key is written."""
-    checks: list[preflight.Check] = []
-    try:
-        prep = prepare(req)
-    except InputError as exc:
-        return [preflight.Check("inputs", "fail", f"{len(exc.problems)} problem(s)")], exc.problems
-    checks.append(preflight.Check("inputs", "ok", f"valid ({_source(req)})"))
-    checks.append(_playbook_check(prep.spec, "apply"))
-    checks += preflight.tools(prep.hosts)
-    checks.append(preflight.root_check(req.root))
-    checks.append(
-        preflight.required_env(list(prep.inputs.values.get("required_env", [])), req.environ)
-    )
-    if prep.jump is not None and prep.jump.note:
-        checks.append(preflight.Check("jump host", "ok", prep.jump.note))
-    checks += _connectivity(prep, _probe(prep, write_keys=False))
-    return checks, []
-
-
-def run_validate(req: Request) -> list[preflight.Check]:
-    """Inputs, manifest, and ``--syntax-check`` of each playbook; writes nothing (the
-    inventory for the check lives in a temporary folder)."""
-    prep = prepare(req)  # inputs + manifest (execution keys) or InputError/HyopsError
-    checks = [
-        preflight.Check("inputs", "ok", f"valid ({_source(req)})"),
-        preflight.Check("manifest", "ok", str(prep.spec.manifest)),
-    ]
-    tool = playbook.find_tool("ansible-playbook")
-    if tool is None:
-        return [*checks, preflight.Check("tool ansible-playbook", "fail", "not found")]
-    with tempfile.TemporaryDirectory(prefix="hyops-validate-") as tmp:
-        inv = Path(tmp) / "inventory.ini"
-        inv.write_text(prep.inventory_text, encoding="utf-8")
-        for command in ("apply", "destroy"):
-            path = prep.spec.playbook(command)
-            argv = [tool, str(path), "-i", str(inv), *PLAYBOOK_ARGS["validate"]]
-            env = playbook.ansible_env(prep.spec.directory, Path(tmp) / "events.jsonl")
-            proc = _run_quiet(argv, env, path.parent)
-            detail = str(path) if proc[0] == 0 else proc[1]
-            checks.append(
-                preflight.Check(f"syntax {command}", "ok" if proc[0] == 0 else "fail", detail)
-            )
-    return checks
-
-
-def _run_quiet(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    done = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    lines = [ln for ln in (done.stderr + done.stdout).splitlines() if "ERROR" in ln]
-    return done.returncode, " ".join((lines or [f"exit {done.returncode}"])[0].split())[:300]
-
-
-def _playbook_check(spec: ModuleSpec, command: str) -> preflight.Check:
-    try:
-        path = spec.playbook(command)
-    except HyopsError as exc:
-        return preflight.Check(f"playbook {command}", "fail", str(exc))
-    ok = path.is_file()
-    return preflight.Check(
-        f"playbook {command}", "ok" if ok else "fail", str(path) if ok else f"missing: {path}"
-    )
+__all__ = ["HyopsError", "Request", "run_lifecycle"]
 
 
 def _stack_dir(spec: ModuleSpec) -> Path | None:
@@ -275,7 +121,8 @@ class _Run:
         """Required env and connectivity; a failure raises before any state is written."""
         values = self.prep.inputs.values
         checks = [preflight.required_env(list(values.get(self._env_key(), [])), self.req.environ)]
-        checks += _connectivity(self.prep, _probe(self.prep, write_keys=True, evidence=self.ev.dir))
+        probe = probe_for(self.prep, write_keys=True, evidence=self.ev.dir)
+        checks += connectivity_checks(self.prep, probe)
         self.report["preflight"] = [c.as_dict() for c in checks]
         failed = [c for c in checks if c.status == "fail"]
         error = "; ".join(f"{c.name}: {c.detail}" for c in failed)
