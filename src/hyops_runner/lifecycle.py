@@ -134,7 +134,7 @@ class _Run:
         self.ev.preflight_decision(not failed, error)
         if failed:
             self.ev.write_json("driver_result.json", result)
-            raise HyopsError(f"preflight: {error} (run record: {self.ev.dir})")
+            raise PreflightFailed(f"preflight: {error} (run record: {self.ev.dir})")
 
     def mark_running(self) -> None:
         """apply only: the rerun file, the resolved inputs and ``status: running``."""
@@ -227,7 +227,8 @@ class _Run:
             last_error = shown = _one_line(exc)
         result = self.ev.driver_result("error", last_error)
         with contextlib.suppress(OSError):
-            self.ev.write_json("driver_result.json", result)
+            if not isinstance(exc, PreflightFailed):  # preflight wrote its own, as HybridOps
+                self.ev.write_json("driver_result.json", result)
             if self.report.get("playbook"):
                 self.ev.write_json("result.json", result)
         if self.current is not None:  # apply got as far as "running": never leave it there
@@ -261,6 +262,10 @@ GOOD_HEADER = (
     "# Inputs of the last successful apply of this module, secrets removed.\n"
     "# Roll back: hyops apply --inputs THIS_FILE (see docs/RUNBOOK.md, Rollback).\n"
 )
+
+
+class PreflightFailed(HyopsError):
+    """Required env or connectivity failed: nothing ran, no state is written."""
 
 
 class PlaybookFailed(HyopsError):

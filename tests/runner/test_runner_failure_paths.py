@@ -65,6 +65,7 @@ def test_preflight_failure_on_top_of_ok_writes_no_state(fixture_env: FixtureEnv)
     assert set(result) == {
         "command", "driver", "error", "normalized_outputs", "run_id", "status", "warnings",
     }  # fmt: skip
+    assert json.loads((evidence / "driver_result.json").read_text()) == result
     decision = json.loads((evidence / "preflight_decision.json").read_text())
     assert decision["status"] == "failed" and decision["guarantee"] == "not-established"
     assert decision["detail"] == result["error"]
