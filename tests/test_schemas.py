@@ -80,7 +80,10 @@ def test_manifest_publishes_the_five_contract_outputs(module_spec: dict[str, Any
         "driver": "config/ansible",
         "profile": "onprem-linux@v1.0",
         "pack_ref": {"id": "linux/common/network/35-decision-dispatcher@v1.0"},
-        "playbooks": {"apply": "playbooks/apply.yml", "destroy": "playbooks/destroy.yml"},
+    }
+    assert module_spec["playbooks"] == {
+        "apply": "playbooks/apply.yml",
+        "destroy": "playbooks/destroy.yml",
     }
     assert module_spec["api_version"] == "hybridops/v1"
     assert module_spec["kind"] == "ModuleSpec"

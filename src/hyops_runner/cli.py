@@ -14,16 +14,19 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, preflight, show
+from .checks import run_preflight, run_validate
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HyopsError
 from .fsutil import dump_json
-from .lifecycle import Request, run_lifecycle, run_preflight
+from .lifecycle import Request, run_lifecycle
 from .runtime import Layout, check_instance_name, resolve_root
 
 DESCRIPTION = """\
 Run a HyOps module package (e.g. platform/network/decision-dispatcher) from this
 controller, with the same runtime layout, inputs, evidence and state files as HybridOps.
 
+  hyops validate  --env dev --module platform/network/decision-dispatcher --inputs FILE
   hyops preflight --env dev --module platform/network/decision-dispatcher --inputs FILE
+  hyops plan      --env dev --module platform/network/decision-dispatcher --inputs FILE
   hyops apply     --env dev --module platform/network/decision-dispatcher --inputs FILE
   hyops show      --env dev --module platform/network/decision-dispatcher
   hyops destroy   --env dev --module platform/network/decision-dispatcher --inputs FILE
@@ -31,17 +34,20 @@ controller, with the same runtime layout, inputs, evidence and state files as Hy
 
 EPILOG = """\
 runtime root: --root DIR, else $HYOPS_RUNTIME_ROOT, else ~/.hybridops/envs/<--env or $HYOPS_ENV>
+module:       <--module-root>/<ref>/spec.yml (default: this package's modules/ folder)
 inputs:       module.yml defaults < --inputs FILE < $HYOPS_INPUTS_JSON < $HYOPS_INPUT_<a>__<b>
 state:        <root>/state/modules/<module_id>/latest.json (check: jq '.status, .outputs' FILE)
-evidence:     <root>/logs/module/<module_id>/<run_id>/ (ansible.stdout.log is the full log)
+evidence:     <root>/logs/module/<module_id>/<run_id>/ (ansible.log is the full log)
 exit codes:   0 ok, 1 failure (inputs, preflight, playbook, state write), 2 usage
 """
 
 COMMAND_HELP = {
     "apply": "validate inputs, check the hosts, run the apply playbook, publish outputs",
     "destroy": "run the destroy playbook; state becomes 'destroyed' with no outputs",
-    "preflight": "check inputs, tools, runtime root and connectivity; change nothing",
+    "plan": "run the apply playbook in --check mode: nothing changes on the host or in state",
+    "preflight": "check inputs, tools, runtime root and connectivity; write nothing",
     "show": "print the module state (latest.json, or an instance)",
+    "validate": "check inputs, the manifest and the playbooks' syntax; write nothing",
 }
 
 
@@ -80,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="DIR",
-            help="also look for DIR/<ref>/module.yml (before installed packages; repeatable)",
+            help="look for DIR/<ref>/spec.yml first (repeatable; then this package's modules/)",
         )
-        if name in ("apply", "destroy"):
+        if name in ("apply", "destroy", "plan"):
             cmd.add_argument(
                 "--timeout",
                 type=int,
@@ -142,34 +148,44 @@ def _dispatch(args: argparse.Namespace) -> int:
         environ=dict(os.environ),
         timeout_s=getattr(args, "timeout", None),
     )
+    if args.command == "validate":
+        return _print_checks(run_validate(req), [], req, args.json)
     if args.command == "preflight":
         checks, problems = run_preflight(req)
-        failed = any(c.status == "fail" for c in checks)
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "ok": not failed,
-                        "checks": [c.as_dict() for c in checks],
-                        "input_problems": problems,
-                    },
-                    indent=2,
-                )
-            )
-        else:
-            print(preflight.table(checks))
-            for line in problems:
-                print(
-                    f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}",
-                    file=sys.stderr,
-                )
-        return EXIT_FAILURE if failed else EXIT_OK
+        return _print_checks(checks, problems, req, args.json)
     final = run_lifecycle(req, progress=sys.stderr if args.json else sys.stdout)
     if args.json:
         sys.stdout.write(dump_json(final))
     else:
-        print(f"hyops: {args.command} {final['status']}: {layout.state_file}")
+        plan = args.command == "plan"
+        where = f"{final['evidence_dir']}/ansible.log" if plan else layout.state_file
+        print(f"hyops: {args.command} {final['status']}: {where}")
     return EXIT_OK
+
+
+def _print_checks(
+    checks: list[preflight.Check], problems: list[str], req: Request, as_json: bool
+) -> int:
+    failed = any(c.status == "fail" for c in checks)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": not failed,
+                    "checks": [c.as_dict() for c in checks],
+                    "input_problems": problems,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(preflight.table(checks))
+        for line in problems:
+            print(
+                f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}",
+                file=sys.stderr,
+            )
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -72,12 +72,12 @@ def atomic_write_json(path: Path, doc: Any) -> None:
     atomic_write_bytes(path, dump_json(doc).encode("utf-8"))
 
 
-def dump_yaml(doc: Any) -> str:
-    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, allow_unicode=True)
+def dump_yaml(doc: Any, sort_keys: bool = True) -> str:
+    return yaml.safe_dump(doc, sort_keys=sort_keys, default_flow_style=False, allow_unicode=True)
 
 
-def atomic_write_yaml(path: Path, doc: Any, header: str = "") -> None:
-    atomic_write_bytes(path, (header + dump_yaml(doc)).encode("utf-8"))
+def atomic_write_yaml(path: Path, doc: Any, header: str = "", sort_keys: bool = True) -> None:
+    atomic_write_bytes(path, (header + dump_yaml(doc, sort_keys)).encode("utf-8"))
 
 
 def tighten_tree(top: Path) -> None:

@@ -1,8 +1,8 @@
 """Resolve a module's inputs in CONTRACT.md order, before validation.
 
 1. manifest defaults, 2. the ``--inputs`` YAML file, 3. ``$HYOPS_INPUTS_JSON`` (a JSON
-object), 4. ``$HYOPS_INPUT_<path>`` (lowercased, ``__`` between levels, value
-JSON-decoded when it parses). Every layer merges the same way: mappings recursively,
+object), 4. ``$HYOPS_INPUT_<path>`` (lowercased, ``__`` between levels, a number indexes a list,
+value JSON-decoded when it parses). Every layer merges the same way: mappings recursively,
 lists and scalars replace, and a blank string never blanks a non-blank value.
 """
 
@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import InputError
+from .yamlsafe import YamlRefused, load_yaml_text
 
 ENV_JSON = "HYOPS_INPUTS_JSON"
 ENV_PREFIX = "HYOPS_INPUT_"
@@ -49,17 +48,13 @@ def merge(base: Any, over: Any) -> Any:
 def load_inputs_file(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, [f"cannot read file: {exc.strerror}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(path, [f"cannot read file: {reason}"]) from None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(
-            path, [f"not valid YAML: {where}{' '.join(str(problem).split())}"]
-        ) from None
+        doc = load_yaml_text(text)
+    except YamlRefused as exc:
+        raise InputError(path, [str(exc)]) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -72,31 +67,60 @@ def load_inputs_file(path: str) -> dict[str, Any]:
     return doc
 
 
-def env_layers(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(HYOPS_INPUTS_JSON object, HYOPS_INPUT_* overrides as a nested dict)."""
-    json_layer: dict[str, Any] = {}
+def json_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``HYOPS_INPUTS_JSON`` object ({} when unset)."""
     raw = environ.get(ENV_JSON, "")
-    if raw.strip():
-        try:
-            json_layer = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(ENV_JSON, [f"not valid JSON: {exc.msg} at char {exc.pos}"]) from None
-        if not isinstance(json_layer, dict):
-            raise InputError(ENV_JSON, [f"must be a JSON object, got {_kind(json_layer)}"])
-    overrides: dict[str, Any] = {}
-    # Sorted so that a deeper override wins over a shallower one set in the same run.
+    if not raw.strip():
+        return {}
+    try:
+        layer = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(ENV_JSON, [f"not valid JSON: {exc.msg} at char {exc.pos}"]) from None
+    if not isinstance(layer, dict):
+        raise InputError(ENV_JSON, [f"must be a JSON object, got {_kind(layer)}"])
+    return layer
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Path_, Any]]:
+    """(variable, key path, decoded value) of each ``HYOPS_INPUT_*``, shallow ones first so
+    that a deeper override set in the same run wins."""
+    out = []
     for name in sorted(k for k in environ if k.startswith(ENV_PREFIX)):
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        parts = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
         if not all(parts):
             raise InputError(name, ["empty path segment (use __ only between names)"])
-        node = overrides
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = node[part] = {}
-            node = nxt
-        node[parts[-1]] = _decode(environ[name])
-    return json_layer, overrides
+        out.append((name, parts, _decode(environ[name])))
+    return sorted(out, key=lambda item: len(item[1]))
+
+
+def set_path(values: dict[str, Any], name: str, parts: Path_, value: Any) -> None:
+    """Set ``values[a][b]...`` = value; a numeric segment indexes an existing list (so a
+    secret inside a list can be given back), a missing mapping level is created."""
+    node: Any = values
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise InputError(
+                    name, [f"inputs.{where}: no list item {part} (the list has {len(node)})"]
+                )
+            index = int(part)
+            if last:
+                node[index] = merge(node[index], value)
+            else:
+                node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise InputError(
+                name, [f"inputs.{'.'.join(parts[:depth])}: is {_kind(node)}, cannot hold {part}"]
+            )
+        if last:
+            node[part] = merge(node[part], value) if part in node else copy.deepcopy(value)
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 def resolve(
@@ -111,10 +135,13 @@ def resolve(
         values = merge(values, load_inputs_file(inputs_file))
         source = inputs_file
     from_env: set[Path_] = set()
-    for layer in env_layers(environ):
-        if layer:
-            values = merge(values, layer)
-            from_env |= _leaf_paths(layer)
+    layer = json_layer(environ)
+    if layer:
+        values = merge(values, layer)
+        from_env |= _leaf_paths(layer)
+    for name, parts, value in env_overrides(environ):
+        set_path(values, name, parts, value)
+        from_env |= _leaf_paths(value, parts)
     return ResolvedInputs(values=values, from_env=from_env, source=source)
 
 

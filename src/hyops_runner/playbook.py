@@ -2,7 +2,8 @@
 
 Why a subprocess and not ansible-runner: see docs/RUNNER.md ("Runner"). Progress comes
 from the ``hyops_progress`` callback in this package, which appends JSON lines to a file
-the runner tails; ansible's own stdout/stderr go to the evidence folder unfiltered.
+the runner tails; ansible's own stdout/stderr go to the evidence folder unfiltered,
+under HybridOps' file names.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import HyopsError
+from .fsutil import atomic_write_json
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
 POLL_S = 0.1
+EVENTS_FILE = "ansible.events.jsonl"  # this runner's own; HybridOps has no such file
 STATUS_WIDTH = 11
 
 
@@ -31,6 +35,7 @@ class PlaybookResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     stdout_log: Path | None = None
     stderr_log: Path | None = None
+    log: Path | None = None
 
     def first_failure(self) -> dict[str, Any] | None:
         for ev in self.events:
@@ -90,32 +95,54 @@ def run(
     playbook: Path,
     inventory: Path,
     extra_vars: Path,
-    workdir: Path,
+    cwd: Path,
     evidence: Path,
     module_dir: Path,
     progress: TextIO | None,
+    command: str = "apply",
+    extra_args: tuple[str, ...] = (),
     timeout_s: float | None = None,
 ) -> PlaybookResult:
+    """One ansible-playbook run with HybridOps' evidence: ``ansible_<command>.stdout.txt``,
+    ``.stderr.txt``, ``.result.json`` and both streams teed into ``ansible.log`` between
+    ``[hyops] <label> start argv=[...]`` and ``[hyops] <label> end rc=N`` lines."""
     tool = find_tool("ansible-playbook")
     if tool is None:
         raise HyopsError("hyops: ansible-playbook not found; install ansible-core (make venv)")
-    stdout_log = evidence / "ansible.stdout.log"
-    stderr_log = evidence / "ansible.stderr.log"
-    events_file = evidence / "ansible.events.jsonl"
+    label = f"ansible_{command}"
+    stdout_log = evidence / f"{label}.stdout.txt"
+    stderr_log = evidence / f"{label}.stderr.txt"
+    events_file = evidence / EVENTS_FILE
     events_file.touch(mode=0o600)
-    argv = [tool, "-i", str(inventory), "-e", f"@{extra_vars}", str(playbook)]
+    argv = [tool, str(playbook), "-i", str(inventory), "-e", f"@{extra_vars}", *extra_args]
     env = ansible_env(module_dir, events_file)
     result = PlaybookResult(returncode=-1, stdout_log=stdout_log, stderr_log=stderr_log)
+    result.log = evidence / "ansible.log"
+    started = time.monotonic()
     with contextlib.ExitStack() as stack:
+        tee = stack.enter_context(open(result.log, "a", encoding="utf-8", opener=_private))
         out = stack.enter_context(open(stdout_log, "w", encoding="utf-8", opener=_private))
         err = stack.enter_context(open(stderr_log, "w", encoding="utf-8", opener=_private))
         tail = stack.enter_context(open(events_file, encoding="utf-8"))
-        out.write(f"# {' '.join(argv)}\n")
-        out.flush()
+        tee.write(f"\n[hyops] {label} start argv={argv!r}\n")
+        tee.flush()
         proc = subprocess.Popen(
-            argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
         )
-        started = time.monotonic()
+        lock = threading.Lock()
+        pumps = [
+            threading.Thread(target=_pump, args=(src, dst, tee, lock), daemon=True)
+            for src, dst in ((proc.stdout, out), (proc.stderr, err))
+        ]
+        for pump in pumps:
+            pump.start()
         pending = ""
         try:
             while True:
@@ -126,7 +153,7 @@ def run(
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
                     raise HyopsError(
                         f"ansible-playbook exceeded --timeout {timeout_s:.0f} s and was stopped "
-                        f"(log: {stdout_log})"
+                        f"(open: {result.log})"
                     )
                 time.sleep(POLL_S)
         except BaseException:
@@ -137,9 +164,29 @@ def run(
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
             raise
+        finally:
+            for pump in pumps:
+                pump.join(10)
+            with lock:
+                tee.write(f"[hyops] {label} end rc={proc.returncode}\n")
+            duration_ms = int((time.monotonic() - started) * 1000)
+            doc = {"argv": argv, "cwd": str(cwd), "rc": proc.returncode, "duration_ms": duration_ms}
+            atomic_write_json(evidence / f"{label}.result.json", doc)
         result.returncode = proc.returncode
     return result
+
+
+def _pump(src: TextIO | None, dst: TextIO, tee: TextIO, lock: threading.Lock) -> None:
+    if src is None:
+        return
+    for line in src:
+        dst.write(line)
+        dst.flush()
+        with lock:
+            tee.write(line)
+            tee.flush()
 
 
 def _drain(tail: TextIO, pending: str, result: PlaybookResult, progress: TextIO | None) -> str:

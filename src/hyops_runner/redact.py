@@ -1,10 +1,11 @@
 """Keep secrets out of the files a run leaves behind.
 
 Policy (documented in docs/RUNNER.md):
-- A key whose name says it holds a secret (password, passphrase, secret, token, api key,
-  private key, credential) is a secret at any depth, unless the name ends in ``_file``,
-  ``_path``, ``_dir`` or ``_ref``: those hold where a secret is, not the secret, and a
-  re-run needs them (``ssh_private_key_file`` stays).
+- A key whose name says it holds a secret (anything with ``pass`` in it, as in
+  ``ansible_become_pass``, ``ansible_ssh_pass``, ``passwd``, ``vault_password``; secret,
+  token, api key, private key, credential) is a secret at any depth, unless the name
+  ends in ``_file``, ``_path``, ``_dir`` or ``_ref``: those hold where a secret is, not
+  the secret, and a re-run needs them (``ssh_private_key_file`` stays).
 - A string value that is key material (a PEM block, an Ansible Vault blob) is a secret
   whatever its key.
 - A value that reached the inputs only through ``HYOPS_INPUTS_JSON``/``HYOPS_INPUT_*``
@@ -35,7 +36,13 @@ def is_secret_name(name: str) -> bool:
     lowered = name.lower()
     if lowered.endswith(LOCATION_SUFFIXES):
         return False
-    return bool(SECRET_NAME_RE.search(lowered))
+    # Ansible's own names are short (ansible_become_pass, ansible_sudo_pass): any "pass".
+    return "pass" in lowered or bool(SECRET_NAME_RE.search(lowered))
+
+
+def is_secret_path(parts: tuple[object, ...] | list[object]) -> bool:
+    """True when any key on the path names a secret: its value must not be printed."""
+    return any(isinstance(p, str) and is_secret_name(p) for p in parts)
 
 
 def is_secret_value(value: Any) -> bool:
@@ -81,12 +88,19 @@ def rerun_inputs(
     kept values came from the environment rather than the inputs file)."""
     removed: list[Path_] = []
     clean = _strip(doc, (), None, drop=True, found=removed)
-    notes = [
-        f"# removed secret: {'.'.join(p)} (supply it again with "
-        f"HYOPS_INPUT_{'__'.join(p).upper()} when re-running)"
-        for p in removed
-    ]
+    notes = [f"# removed secret: {'.'.join(p)} ({_resupply(p)})" for p in removed]
     for path in sorted(from_env or ()):
         if not any(path[: len(r)] == r for r in removed):
             notes.append(f"# kept from the environment of the run: {'.'.join(path)}")
     return clean, notes
+
+
+def _resupply(path: Path_) -> str:
+    var = f"HYOPS_INPUT_{'__'.join(path).upper()}"
+    if any(part.isdigit() for part in path):
+        # A list cannot be merged item by item from a file; the runner's env path can.
+        return (
+            f"with this runner: {var}=VALUE, numbers index the list; with either CLI: "
+            "add it back in the inputs file"
+        )
+    return f"supply it again with {var}=VALUE, or add it back in the inputs file"

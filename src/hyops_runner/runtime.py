@@ -1,18 +1,21 @@
 """Where a run keeps its files: runtime root resolution and the folder layout under it.
 
 Root precedence (CONTRACT.md section 4): ``--root`` > ``$HYOPS_RUNTIME_ROOT`` >
-``--env``/``$HYOPS_ENV`` -> ``~/.hybridops/envs/<env>``. Every folder is 0700.
+``--env``/``$HYOPS_ENV`` -> ``~/.hybridops/envs/<env>``. Every folder created is 0700.
+An existing root is never chmod-ed: one that another user owns, or that others may
+write to, is refused (they could swap state, inventory or known_hosts under a run).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import HyopsError, UsageError
 from .fsutil import ensure_private_dir
 
 ENV_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
@@ -46,6 +49,34 @@ def resolve_root(
     check_env_name(name)
     home = Path(environ.get("HOME") or Path.home())
     return home / ".hybridops" / "envs" / name
+
+
+def root_problem(root: Path) -> str | None:
+    """Why ``root`` may not be used as it is, or None (also when it does not exist yet)."""
+    try:
+        st = root.stat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return f"hyops: runtime root {root} is not a folder"
+    if st.st_uid != os.geteuid():
+        return (
+            f"hyops: runtime root {root} is owned by uid {st.st_uid}, not by you "
+            f"(uid {os.geteuid()}); use a root of your own (--root or --env)"
+        )
+    if st.st_mode & 0o022:
+        mode = stat.S_IMODE(st.st_mode)
+        return (
+            f"hyops: runtime root {root} is writable by group or others (mode {mode:04o}); "
+            f"fix it with: chmod go-w {root}"
+        )
+    return None
+
+
+def check_root(root: Path) -> None:
+    problem = root_problem(root)
+    if problem:
+        raise HyopsError(problem)
 
 
 def module_id(module_ref: str) -> str:
@@ -94,13 +125,26 @@ class Layout:
     def work_dir(self, run_id: str) -> Path:
         return self.root / "work" / self.module_id / run_id
 
+    @property
+    def good_inputs_file(self) -> Path:
+        """The inputs of the last successful apply (rollback); latest.inputs.yml holds the
+        inputs of the last apply that started, as HybridOps writes it."""
+        return self._slot_file(self.config_dir, ".last-good.inputs.yml")
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "ssh" / "known_hosts"
+
     def evidence_dir(self, run_id: str) -> Path:
         return self.root / "logs" / "module" / self.module_id / run_id
 
     def prepare(self, run_id: str | None = None) -> None:
-        """Create the slot's folders (and a run's work/evidence folders) as 0700."""
-        ensure_private_dir(self.root)
-        for top in ("config", "work", "logs", "state"):
+        """Create the slot's folders (and a run's work/evidence folders) as 0700; an
+        existing root is checked, never changed."""
+        check_root(self.root)
+        if not self.root.exists():
+            ensure_private_dir(self.root)
+        for top in ("config", "work", "logs", "state", "ssh"):
             ensure_private_dir(self.root / top)
         for folder in (self.state_file.parent, self.rerun_inputs_file.parent):
             _private_chain(self.root, folder)

@@ -17,6 +17,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from hyops_runner.paths import schema_dir
+from hyops_runner.redact import is_secret_path
 
 SCHEMA_SUFFIX = ".schema.json"
 
@@ -97,9 +98,24 @@ def _what(kind: str, want: Any, got: Any) -> str | None:
     return bounds.get(kind)
 
 
+class _Hidden:
+    """Stands in for the value of a secret-named key: messages show its type only."""
+
+    def __init__(self, value: Any) -> None:
+        self.kind = type(value).__name__
+
+    def __repr__(self) -> str:
+        return f"a {self.kind} (value hidden)"
+
+
 def _messages(error: ValidationError, prefix: str) -> list[str]:
     path = _join(prefix, error.absolute_path)
     kind, want, got = error.validator, error.validator_value, error.instance
+    if is_secret_path(list(error.absolute_path)):
+        got = _Hidden(got)
+        fallback = f"is not valid ({kind})"
+    else:
+        fallback = error.message
     if kind == "required":
         missing = [k for k in want if isinstance(got, dict) and k not in got]
         return [f"{_join(path, [k])}: is required" for k in missing]
@@ -109,7 +125,7 @@ def _messages(error: ValidationError, prefix: str) -> list[str]:
     if "propertyNames" in error.relative_schema_path:
         # the instance is the offending key itself; the path stops at its parent
         return [f"{_join(path, [got])}: key name {_describe(got)} is not allowed"]
-    return [f"{path or '(document)'}: {_what(kind, want, got) or error.message}"]
+    return [f"{path or '(document)'}: {_what(kind, want, got) or fallback}"]
 
 
 def violations(name: str, document: Any, prefix: str = "", folder: Path | None = None) -> list[str]:

@@ -54,7 +54,13 @@ class FixtureEnv:
 
     def write_inputs(self, **extra: Any) -> Path:
         doc = {
-            "inventory_groups": {"edge_control": [{"name": "ctl", "host": "localhost"}]},
+            # localhost is probed over SSH like any host (HybridOps' rule) unless the
+            # entry names its connection.
+            "inventory_groups": {
+                "edge_control": [
+                    {"name": "ctl", "host": "localhost", "ansible_connection": "local"}
+                ]
+            },
             "fixture_marker_dir": str(self.marker_dir),
             **extra,
         }

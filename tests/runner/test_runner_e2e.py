@@ -84,7 +84,9 @@ def host_json(container: str) -> str:
 
 
 def run(command: str, home: Path, container: str) -> Any:
+    # The module root HybridOps users pass (README "With HybridOps.Core"); also the default.
     args = [command, "--env", "e2e", "--module", REF, "--inputs", str(DEMO_INPUTS)]
+    args += ["--module-root", str(REPO / "modules")]
     env = {"HOME": str(home), "HYOPS_INPUTS_JSON": host_json(container)}
     return hyops(args, env=env, timeout=300)
 
@@ -175,9 +177,10 @@ def test_apply_reapply_failure_destroy(control_host: str, tmp_path: Path) -> Non
     assert broken.returncode == 1
     err = state(root)
     assert err["status"] == "error" and err["failed_command"] == "apply"
-    assert "e2e-control" in err["last_error"] and "(log: " in err["last_error"]
+    assert err["last_error"] == f"ansible apply failed (open: {err['evidence_dir']}/ansible.log)"
     assert err["outputs"] == second["outputs"]  # previous outputs kept
     assert broken.stderr.count("\n") == 1 and broken.stderr.startswith("hyops: apply failed: ")
+    assert "e2e-control" in broken.stderr  # the failing task and host, for the operator
 
     # The runbook's destroy step, verbatim (inputs file + the host from the environment).
     gone = runbook(root, control_host, "context", "destroy", inputs_json=host_json(control_host))

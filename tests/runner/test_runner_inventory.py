@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from hyops_runner.errors import HyopsError
 from hyops_runner.inventory import hosts, render
 
 BASE: dict[str, Any] = {
@@ -49,8 +48,7 @@ def test_contract_shape() -> None:
         "ansible_python_interpreter=/usr/bin/python3\n"
         "ansible_ssh_private_key_file=/keys/id\n"
         "ansible_become=true\n"
-        "ansible_become_user=root\n"
-    )
+    )  # no ansible_become_user for root (HybridOps leaves it to the role)
 
 
 def test_host_variables_pass_through() -> None:
@@ -72,10 +70,15 @@ def test_host_variables_pass_through() -> None:
 
 @pytest.mark.parametrize("key", ["class", "1abc", "a-b"])
 def test_invalid_host_variable_names_are_refused(key: str) -> None:
-    with pytest.raises(HyopsError, match=f"key '{key}' is not a valid Ansible variable name"):
+    with pytest.raises(ValueError, match=f"key '{key}' is not a valid Ansible variable name"):
         render(inputs({"edge_control": [{"name": "h", "host": "x", key: 1}]}))
 
 
 def test_inventory_state_ref_is_refused_clearly() -> None:
-    with pytest.raises(HyopsError, match="inventory_state_ref is not supported"):
+    with pytest.raises(ValueError, match="inventory_state_ref: not supported"):
         render(inputs({}, inventory_state_ref="platform/onprem/vm@state"))
+
+
+def test_become_user_is_written_only_when_it_is_not_root() -> None:
+    text = render(inputs({"edge_control": [{"name": "a", "host": "h"}]}, become_user="app"))
+    assert text.endswith("ansible_become=true\nansible_become_user=app\n")

@@ -41,12 +41,12 @@ def test_apply_writes_state_workdir_and_evidence(fixture_env: FixtureEnv) -> Non
     for var in ("hyops_outputs_file", "hyops_run_id", "hyops_runtime_root", "hyops_module_ref"):
         assert f"\n{var}: " in extra
     assert "hyops_lifecycle_command: !unsafe 'apply'" in extra
-    assert {"resolved.inputs.yml", "ansible.stdout.log", "result.json"} <= {
+    assert {"resolved.inputs.yml", "ansible.log", "result.json", "hyops_run.json"} <= {
         p.name for p in evidence.iterdir()
     }
-    assert "TASK [Write the marker file]" in (evidence / "ansible.stdout.log").read_text()
-    result = json.loads((evidence / "result.json").read_text())
-    assert result["status"] == "ok" and result["outputs_written"]["fixture.not_published"] == "leak"
+    assert "TASK [Write the marker file]" in (evidence / "ansible.log").read_text()
+    report = json.loads((evidence / "hyops_run.json").read_text())
+    assert report["status"] == "ok" and report["outputs_written"]["fixture.not_published"] == "leak"
     rerun = yaml.safe_load(Path(doc["rerun_inputs_file"]).read_text())
     assert rerun["fixture_marker_dir"] == str(fixture_env.marker_dir)
     for path in [fixture_env.state_file, work / "inventory.ini", evidence / "result.json"]:
@@ -83,14 +83,17 @@ def test_failed_apply_keeps_previous_outputs(fixture_env: FixtureEnv) -> None:
     doc = fixture_env.state()
     assert doc["status"] == "error" and doc["failed_command"] == "apply"
     assert doc["outputs"] == good["outputs"]
-    assert doc["last_error"].startswith(
-        "task 'Fail when asked to' failed on ctl: fixture asked to fail (log: "
-    )
+    evidence = Path(doc["evidence_dir"])
+    assert doc["last_error"] == f"ansible apply failed (open: {evidence / 'ansible.log'})"
     err = run.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hyops: apply failed: task 'Fail when asked to'")
-    assert err[0].endswith("ansible.stdout.log)")
-    # the rerun inputs still describe the last good apply
-    assert yaml.safe_load(Path(good["rerun_inputs_file"]).read_text())["fixture_fail"] is False
+    assert err[0].endswith(f"ansible apply failed (open: {evidence / 'ansible.log'})")
+    # latest.inputs.yml holds the inputs of the failed run (HybridOps); the last good
+    # inputs are kept next to it for rollback
+    rerun = Path(good["rerun_inputs_file"])
+    assert yaml.safe_load(rerun.read_text())["fixture_fail"] is True
+    good_file = rerun.with_name("latest.last-good.inputs.yml")
+    assert yaml.safe_load(good_file.read_text())["fixture_fail"] is False
 
 
 def test_missing_published_output_is_an_error(fixture_env: FixtureEnv) -> None:
@@ -108,7 +111,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_host_fails_in_preflight_with_state_error(fixture_env: FixtureEnv) -> None:
+def test_unreachable_host_fails_in_preflight_without_state(fixture_env: FixtureEnv) -> None:
     port = _closed_port()
     fixture_env.write_inputs(
         inventory_groups={"edge_control": [{"name": "far", "host": "127.0.0.2"}]},
@@ -116,9 +119,8 @@ def test_unreachable_host_fails_in_preflight_with_state_error(fixture_env: Fixtu
     )
     run = fixture_env.run("apply")
     assert run.returncode == 1
-    doc = fixture_env.state()
-    assert doc["status"] == "error"
-    assert doc["last_error"].startswith(f"preflight: tcp far: 127.0.0.2:{port}: Connection refused")
+    assert not fixture_env.state_file.exists()  # HybridOps: a failing preflight writes no state
+    assert f"preflight: tcp far: 127.0.0.2:{port}: Connection refused" in run.stderr
     pre = fixture_env.run("preflight", "--json")
     assert pre.returncode == 1
     checks = {c["name"]: c["status"] for c in json.loads(pre.stdout)["checks"]}
@@ -127,8 +129,9 @@ def test_unreachable_host_fails_in_preflight_with_state_error(fixture_env: Fixtu
 
 def test_required_env_is_checked(fixture_env: FixtureEnv) -> None:
     fixture_env.write_inputs(required_env=["HYOPS_TEST_NEEDED"])
-    assert fixture_env.run("apply").returncode == 1
-    assert "required env: unset: HYOPS_TEST_NEEDED" in fixture_env.state()["last_error"]
+    failed = fixture_env.run("apply")
+    assert failed.returncode == 1 and not fixture_env.state_file.exists()
+    assert "required env: unset: HYOPS_TEST_NEEDED" in failed.stderr
     ok = fixture_env.run("apply", env={"HYOPS_TEST_NEEDED": "1"})
     assert ok.returncode == 0, ok.stderr
 
@@ -210,7 +213,7 @@ def test_sigterm_stops_the_playbook_and_records_error(fixture_env: FixtureEnv) -
     assert proc.returncode == 1
     assert "apply interrupted" in err
     doc = fixture_env.state()
-    assert doc["status"] == "error" and "interrupted" in doc["last_error"]
+    assert doc["status"] == "error" and "cancelled after apply started" in doc["last_error"]
     # ansible-playbook was stopped with it, not left running against the host
     ps = subprocess.run(["pgrep", "-f", str(fixture_env.inputs_file.parent)], capture_output=True)
     assert ps.stdout == b""

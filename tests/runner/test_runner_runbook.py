@@ -9,7 +9,8 @@ REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = (REPO / "docs" / "RUNBOOK.md").read_text()
 SECTIONS = [
     "Purpose", "Trigger", "Impact", "Severity", "Rollback", "Context", "Preconditions",
-    "Execute", "Verification", "Synthetic handoff validation", "Alerts", "Destroy", "Notes",
+    "Execute", "Verification", "Synthetic handoff validation", "Alerts", "Destroy", "Host keys",
+    "With HybridOps.Core", "Notes",
 ]  # fmt: skip
 
 

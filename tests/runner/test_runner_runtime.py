@@ -87,10 +87,12 @@ def test_layout_folders_are_0700_even_with_a_loose_umask(tmp_path: Path) -> None
         Layout(root, REF, "blue").prepare("apply-20260320T101500Z-1a2b3c4d")
     finally:
         os.umask(old)
-    folders = [root, *[p for p in root.rglob("*") if p.is_dir()]]
+    folders = [p for p in root.rglob("*") if p.is_dir()]
     assert len(folders) >= 12
     for folder in folders:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    # an existing root is the operator's: checked (not writable by others), never chmod-ed
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
 
 
 def test_missing_parents_of_the_root_are_private_too(tmp_path: Path) -> None:

@@ -25,31 +25,37 @@ def check(doc: dict) -> None:
     assert schemas.violations("module-state", doc) == []
 
 
-def test_installed_entry_point_finds_this_module() -> None:
+def test_the_package_module_root_finds_this_module() -> None:
     spec = find_module(REF)
     assert spec.module_ref == REF
-    assert (spec.directory / "module.yml").is_file()
+    assert spec.manifest.name == "module.yml" and spec.manifest == spec.directory / "module.yml"
     assert spec.publish == tuple(sorted(OUTPUTS, key=list(spec.publish).index))
+
+
+def files(tmp_path: Path, command: str, run_id: str) -> state.RunFiles:
+    ev = tmp_path / "logs" / run_id
+    return state.RunFiles(command, run_id, ev, tmp_path / "r.yml", ev / "resolved.inputs.yml")
 
 
 def test_every_lifecycle_document_matches_the_schema(tmp_path: Path) -> None:
     spec = find_module(REF)
-    ev = tmp_path / "logs" / "r"
-    first = state.running(None, spec, "apply-20260320T101500Z-1a2b3c4d", ev)
+    run1 = files(tmp_path, "apply", "apply-20260320T101500Z-1a2b3c4d")
+    first = state.running(None, spec, run1)
     check(first)
-    assert first["outputs"] == {}
-    ok = state.succeeded_apply(
-        spec, "apply-20260320T101500Z-1a2b3c4d", ev, OUTPUTS, tmp_path / "r.yml", ev / "x.yml"
-    )
+    assert first["outputs"] == {} and first["active_command"] == "apply"
+    ok = state.succeeded_apply(spec, run1, OUTPUTS)
     check(ok)
     assert list(json.loads(json.dumps(ok, sort_keys=True))) == sorted(ok)
-    again = state.running(ok, spec, "apply-20260321T101500Z-2a2b3c4d", ev)
+    again = state.running(ok, spec, files(tmp_path, "apply", "apply-20260321T101500Z-2a2b3c4d"))
     check(again)
     assert again["outputs"] == OUTPUTS and again["output_count"] == 5
     err = state.failed(again, "apply", "boom")
     check(err)
     assert err["outputs"] == OUTPUTS and err["last_error"] == "boom"
-    gone = state.succeeded_destroy(spec, "destroy-20260322T101500Z-3a2b3c4d", ev)
+    assert "active_command" not in err and err["rerun_inputs_file"] == str(tmp_path / "r.yml")
+    gone = state.succeeded_destroy(
+        spec, files(tmp_path, "destroy", "destroy-20260322T101500Z-3a2b3c4d")
+    )
     check(gone)
     assert gone["outputs"] == {} and gone["output_count"] == 0
 
