@@ -120,7 +120,7 @@ def test_pending_file_is_rejected_after_it_settles_then_reopened(tmp_path: Path)
     clock.now = time.time()
     daemon.scan(full=True)
     assert daemon.ledger.get_file("slow.json")["outcome"] == "pending"
-    assert "slow.json" in daemon.watched
+    assert "slow.json" in daemon.index.watched
     clock.now += 3
     daemon.scan()
     row = daemon.ledger.get_file("slow.json")
@@ -128,7 +128,7 @@ def test_pending_file_is_rejected_after_it_settles_then_reopened(tmp_path: Path)
     (records / "slow.json").write_text(json.dumps(record("slow-1")))
     daemon.scan()
     assert daemon.ledger.get_file("slow.json")["outcome"] == "emitted"
-    assert "slow.json" not in daemon.watched
+    assert "slow.json" not in daemon.index.watched
     daemon.stop()
 
 
@@ -196,7 +196,7 @@ def test_reload_refuses_a_path_change_and_keeps_the_config(tmp_path: Path) -> No
     before = daemon.config
     daemon.reload()
     assert daemon.config is before
-    assert "restart" in daemon.last_error
+    assert "restart" in daemon.report.last_error
     doc["decision_records_dir"] = before.records_dir
     config_path.write_text(json.dumps(doc))
     daemon.reload()
@@ -230,11 +230,11 @@ def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing
         daemon.scan()
     events = log_events(daemon)
     assert events.count("error") == 1 and "recovered" not in events
-    assert daemon.records_dir_ok is False
+    assert daemon.report.records_dir_ok is False
     denied["on"] = False  # e.g. chmod: the folder mtime does not change
     clock.now += 5
     daemon.scan()
     events = log_events(daemon)
-    assert events.count("recovered") == 1 and daemon.records_dir_ok is True
+    assert events.count("recovered") == 1 and daemon.report.records_dir_ok is True
     assert daemon.ledger.get_file("a.json")["outcome"] == "emitted"
     daemon.stop()
