@@ -42,7 +42,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -54,10 +53,18 @@ import stat
 import struct
 import sys
 import time
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
-from urllib.parse import quote
+
+# sha256 without hashlib: hashlib loads OpenSSL (about 4 MB of resident memory in a
+# daemon that needs one hash); the built-in module is _sha2 from 3.12 on, _sha256 before.
+try:
+    from _sha2 import sha256
+except ImportError:  # Python < 3.12
+    try:
+        from _sha256 import sha256
+    except ImportError:  # a build without it
+        from hashlib import sha256
 
 # --------------------------------------------------------------------------------------
 # Exit codes (docs/INTERFACES.md). The unit has RestartPreventExitStatus=3.
@@ -188,8 +195,7 @@ class RecordRejected(Exception):
         self.retryable = retryable
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     key: str
     target_kind: str
     target_ref: str
@@ -200,8 +206,7 @@ class Route:
     approval_ttl_seconds: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: str
     digest: str
     root: str
@@ -221,7 +226,7 @@ class Config:
     ledger_retention_seconds: float
     log_max_bytes: int
     log_backup_count: int
-    routes: Dict[str, Route] = field(default_factory=dict)
+    routes: Dict[str, Route]
 
     def paths(self) -> Tuple[str, ...]:
         return (
@@ -379,7 +384,7 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return Config(
         path=config_path,
-        digest=hashlib.sha256(canonical).hexdigest()[:16],
+        digest=sha256(canonical).hexdigest()[:16],
         root=root,
         records_dir=records_dir,
         requests_dir=requests_dir,
@@ -442,7 +447,7 @@ def compact_to_epoch(text: str) -> float:
 
 
 def decision_hash(decision_id: str) -> str:
-    return hashlib.sha256(decision_id.encode("utf-8")).hexdigest()[:8]
+    return sha256(decision_id.encode("utf-8")).hexdigest()[:8]
 
 
 def parse_record(data: bytes) -> dict:
@@ -525,8 +530,7 @@ def find_route(config: Config, decision_type: str) -> Tuple[Optional[Route], str
     return None, f"no route for decision_type {short(decision_type, 60)}{hint}; routes: {known}"
 
 
-@dataclass(frozen=True)
-class ValidRecord:
+class ValidRecord(NamedTuple):
     """A record file's JSON object that passed validate_record (done once per read)."""
 
     doc: dict
@@ -541,8 +545,7 @@ def read_valid_record(data: bytes) -> ValidRecord:
     return ValidRecord(doc, decision_id, decision_type)
 
 
-@dataclass
-class Decision:
+class Decision(NamedTuple):
     """What the core decided about one valid record."""
 
     outcome: str
@@ -581,24 +584,22 @@ def decide(
     base = Decision("", "", decision_id, decision_type, epoch)
     status = doc.get("status")
     if not force and status == "queued-local-exec":
-        base.outcome = "skipped"
-        base.reason = "record status is queued-local-exec: the decision service already ran it"
-        return base
+        return base._replace(
+            outcome="skipped",
+            reason="record status is queued-local-exec: the decision service already ran it",
+        )
     route, why = find_route(config, decision_type)
     if route is None:
-        base.outcome = "unrouted"
-        base.reason = why
-        return base
-    base.route = route.key
+        return base._replace(outcome="unrouted", reason=why)
+    base = base._replace(route=route.key)
     dispatch_id = make_dispatch_id(epoch, decision_type, decision_id)
     age = now - epoch
     if not force and config.max_record_age_seconds > 0 and age > config.max_record_age_seconds:
-        base.outcome = "stale"
-        base.reason = (
-            f"decision is {int(age)} s old, over max_record_age_seconds "
-            f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it"
+        return base._replace(
+            outcome="stale",
+            reason=f"decision is {int(age)} s old, over max_record_age_seconds "
+            f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it",
         )
-        return base
     last = last_emit.get(route.key)
     if (
         not force
@@ -607,15 +608,13 @@ def decide(
         and not is_handoff(decision_id)
         and abs(epoch - last[0]) < route.coalesce_seconds
     ):
-        base.outcome = "coalesced"
-        base.dispatch_id = last[1]
-        base.reason = (
-            f"within coalesce_seconds {route.coalesce_seconds} of {last[1]} (route {route.key})"
+        return base._replace(
+            outcome="coalesced",
+            dispatch_id=last[1],
+            reason=f"within coalesce_seconds {route.coalesce_seconds} of {last[1]} "
+            f"(route {route.key})",
         )
-        return base
-    base.outcome = "emitted"
-    base.dispatch_id = dispatch_id
-    base.request = build_request(
+    request = build_request(
         doc,
         decision_id=decision_id,
         decision_type=decision_type,
@@ -625,8 +624,12 @@ def decide(
         config=config,
         now=now,
     )
-    base.reason = "replayed by operator" if force else ""
-    return base
+    return base._replace(
+        outcome="emitted",
+        dispatch_id=dispatch_id,
+        request=request,
+        reason="replayed by operator" if force else "",
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -683,8 +686,7 @@ class PriorDecision(NamedTuple):
     handled_at: float
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The verdict on one record file: what the ledger, log and counters get.
 
     `decision` is set when the decision row is (re)written too; `write` when its request
@@ -820,8 +822,7 @@ def judge_collision(decision: Decision, existing: Optional[dict]) -> Outcome:
             f"dispatch id {decision.dispatch_id} already used by decision {short(owner)}",
             source="collision",
         )
-    return replace(
-        outcome,
+    return outcome._replace(
         reason="request already in the requests folder (recovered)",
         write=False,
         source="collision",
@@ -1026,6 +1027,13 @@ def libc() -> ctypes.CDLL:
     return _LIBC
 
 
+def release_free_memory() -> None:
+    """Give memory freed by a big pass (and by compiling this file at start) back to the
+    OS: glibc keeps freed heap otherwise, and RSS would stay at the high-water mark."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc().malloc_trim(0)
+
+
 class StagedWrites:
     """Request files written as a batch, durably: every temp file is written, then all are
     flushed at once (one syncfs() for a burst instead of an fsync per file) and closed,
@@ -1213,6 +1221,10 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_decision ON files(decision_id);
 CREATE INDEX IF NOT EXISTS files_watched ON files(outcome)
     WHERE outcome IN ('pending', 'rejected') AND gone_at IS NULL;
+-- The listing compares every name in the folder with this (a covering index: a lookup
+-- never reads the wide rows).
+CREATE INDEX IF NOT EXISTS files_live ON files(name, size, mtime_ns, ctime_ns, inode)
+    WHERE gone_at IS NULL;
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id TEXT PRIMARY KEY,
     outcome TEXT NOT NULL,
@@ -1224,8 +1236,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     handled_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_dispatch ON decisions(dispatch_id);
+CREATE INDEX IF NOT EXISTS decisions_emitted ON decisions(route, decision_epoch)
+    WHERE outcome = 'emitted';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Ledger meta key: "1" when the daemon last stopped cleanly (nothing to reconcile).
+CLEAN_STOP = "clean_stop"
 # SQLite page cache per connection, in KiB (negative PRAGMA value): the index of every
 # handled file lives in the ledger, so this bounds what history costs in memory.
 LEDGER_CACHE_KIB = 2048
@@ -1242,7 +1258,9 @@ class Ledger:
     def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = path
         if readonly:
-            uri = f"file:{quote(path)}?mode=ro"
+            # SQLite URI: only %, ? and # need escaping in the path part.
+            escaped = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+            uri = f"file:{escaped}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         else:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -1316,14 +1334,25 @@ class Ledger:
         row = self.db.execute(f"{self._KNOWN} WHERE name = ?", (ledger_name(name),)).fetchone()
         return None if row is None else self._known(row)
 
-    def known_files(self, names: List[str]) -> Dict[str, KnownFile]:
-        """Rows of files still present, for up to LOOKUP_CHUNK names (as the ledger
-        spells them), keyed by that name."""
+    def inodes_of(self, names: List[str]) -> Dict[str, int]:
+        """name -> inode of files still present, for up to LOOKUP_CHUNK ledger names."""
         marks = ",".join("?" * len(names))
         rows = self.db.execute(
-            f"{self._KNOWN} WHERE gone_at IS NULL AND name IN ({marks})", names
-        ).fetchall()
-        return {row[0]: self._known(row) for row in rows}
+            f"SELECT name, inode FROM files INDEXED BY files_live "
+            f"WHERE gone_at IS NULL AND name IN ({marks})",
+            names,
+        )
+        return dict(rows.fetchall())
+
+    def sigs_of(self, names: List[str]) -> Dict[str, Tuple[int, int, int, int]]:
+        """name -> FileSig.key() of files still present, for up to LOOKUP_CHUNK names."""
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(
+            f"SELECT name, size, mtime_ns, ctime_ns, inode FROM files INDEXED BY files_live "
+            f"WHERE gone_at IS NULL AND name IN ({marks})",
+            names,
+        )
+        return {row[0]: row[1:] for row in rows}
 
     def watched_files(self) -> List[Tuple[str, KnownFile]]:
         rows = self.db.execute(
@@ -1375,16 +1404,19 @@ class Ledger:
         )
         return {r[0] for r in rows}
 
-    def last_emits(self) -> Dict[str, Tuple[float, str]]:
+    def last_emits(self, routes: Iterable[str]) -> Dict[str, Tuple[float, str]]:
+        """route -> (decision epoch, dispatch id) of its latest request (for coalescing;
+        synthetic handoff checks never count)."""
         result: Dict[str, Tuple[float, str]] = {}
-        rows = self.db.execute(
-            "SELECT route, max(decision_epoch), dispatch_id FROM decisions "
-            "WHERE outcome = 'emitted' AND route IS NOT NULL AND decision_epoch IS NOT NULL "
-            "AND decision_id NOT LIKE ? GROUP BY route",
-            (HANDOFF_PREFIX + "%",),
-        )
-        for route, epoch, dispatch_id in rows:
-            result[route] = (epoch, dispatch_id)
+        for route in routes:
+            row = self.db.execute(
+                "SELECT decision_epoch, dispatch_id FROM decisions "
+                "WHERE outcome = 'emitted' AND route = ? AND decision_epoch IS NOT NULL "
+                "AND decision_id NOT LIKE ? ORDER BY decision_epoch DESC LIMIT 1",
+                (route, HANDOFF_PREFIX + "%"),
+            ).fetchone()
+            if row is not None:
+                result[route] = (row[0], row[1])
         return result
 
     def counts(self) -> Dict[str, int]:
@@ -1861,21 +1893,29 @@ class Watcher:
     def _compare(
         chunk: List[os.DirEntry], index: FileIndex, with_stat: bool, todo: List[str]
     ) -> int:
-        """Adds the entries that need a look to `todo`; returns how many the index knows."""
-        known = index.ledger.known_files([ledger_name(e.name) for e in chunk])
-        for entry in chunk:
-            row = known.get(ledger_name(entry.name))
-            if row is None:
-                todo.append(entry.name)
-            elif with_stat:
-                try:
-                    if FileSig.of(entry.stat(follow_symlinks=False)).key() != row.sig.key():
-                        todo.append(entry.name)
-                except OSError:
+        """Adds the entries that need a look to `todo`; returns how many the index knows.
+        Plain tuples, no objects per file: this runs over every name of a long history."""
+        spelled = [ledger_name(e.name) for e in chunk]
+        if not with_stat:
+            inodes = index.ledger.inodes_of(spelled)
+            for entry, name in zip(chunk, spelled):
+                if inodes.get(name) != entry.inode():  # new (None) or replaced
                     todo.append(entry.name)
-            elif entry.inode() != row.sig.inode:
+            return len(inodes)
+        sigs = index.ledger.sigs_of(spelled)
+        for entry, name in zip(chunk, spelled):
+            known = sigs.get(name)
+            if known is None:
                 todo.append(entry.name)
-        return len(known)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                todo.append(entry.name)
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != known:
+                todo.append(entry.name)
+        return len(sigs)
 
     def _mark_gone(self, index: FileIndex, missing: int, now: float) -> None:
         """`missing` indexed files are no longer in the folder: find them (rare: the
@@ -1903,6 +1943,7 @@ class Batch:
         self.config = config
         self.ledger = ledger
         self.writes = StagedWrites(config.requests_dir, owner)
+        self.failed = False  # a commit failed: requests may be on disk the ledger lacks
 
     def target(self, dispatch_id: str) -> str:
         return os.path.join(self.config.requests_dir, dispatch_id + ".json")
@@ -1929,7 +1970,9 @@ class Batch:
             try:
                 self.writes.commit()
             except BaseException:
-                # Nothing may claim a request that is not on disk.
+                # Nothing may claim a request that is not on disk; some may be on disk
+                # that the ledger does not claim: the next start must reconcile.
+                self.failed = True
                 self.writes.abort()
                 self.ledger.rollback()
                 raise
@@ -2176,9 +2219,17 @@ class Daemon:
         self.index = FileIndex(self.ledger)
         self.batch = Batch(cfg, self.ledger, self.owner)
         self.report.restore(self.ledger, rebuilt)
-        self.reconcile_requests()
+        # After a clean stop every request on disk has its ledger row (requests are made
+        # durable before the rows, and stop() commits the last batch): the requests folder
+        # only needs reconciling after a crash or with a new ledger.
+        clean = not rebuilt and self.ledger.meta_get(CLEAN_STOP) == "1"
+        if not clean:
+            self.reconcile_requests()
+        self.ledger.begin()
+        self.ledger.meta_set(CLEAN_STOP, "0")
+        self.ledger.commit()
         self.index.load()
-        self.last_emit = self.ledger.last_emits()
+        self.last_emit = self.ledger.last_emits(self.config.routes)
         self.watcher.arm()
 
     def reconcile_requests(self) -> None:
@@ -2254,6 +2305,10 @@ class Daemon:
     def stop(self) -> None:
         if self.ledger is not None:
             self.finish_batch()
+            if self.batch is not None and not self.batch.failed:
+                self.ledger.begin()
+                self.ledger.meta_set(CLEAN_STOP, "1")
+                self.ledger.commit()
             self.ledger.close()
             self.ledger = None
         self.watcher.close()
@@ -2469,8 +2524,8 @@ class Daemon:
             refusal = f"cannot replay {decision_id}: {decision.reason}"
         if refusal is not None:
             return {"ok": False, "error": refusal}
-        outcome = replace(
-            Outcome.of_decision(decision), reason=f"replayed by operator (was {prior.outcome})"
+        outcome = Outcome.of_decision(decision)._replace(
+            reason=f"replayed by operator (was {prior.outcome})"
         )
         self.apply(name, sig, outcome, now, self.index.lookup(name), event="replayed")
         self.finish_batch()
@@ -2546,17 +2601,21 @@ class Daemon:
                 tracked_files=self.index.tracked,
                 version=VERSION,
             )
-            # READY only after the first full pass: "ready" means every file present at
-            # start has an outcome (or is pending) and state.json is fresh.
-            self.scan(full=True)
-            self.prune()
-            self.answer_replays()
+            # READY only after the first pass: "ready" means every file present at start
+            # has an outcome (or is pending) and state.json is fresh. That pass lists the
+            # folder (new and replaced files); the stat of every file, for files edited in
+            # place while we were stopped, follows right after READY.
+            self.scan()
             self.report.status = "running"
             self.write_state(force=True)
             self.notifier.send(
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
             )
             self.notifier.ping(self.clock(), force=True)
+            self.scan(full=True)
+            self.prune()
+            self.answer_replays()
+            release_free_memory()
             self.last_poll = self.clock()
             while not self.stop_requested:
                 timeout = self._next_timeout()
@@ -2593,23 +2652,26 @@ class Daemon:
     def _tick(self, inotify_ready: bool) -> None:
         assert self.index is not None
         now = self.clock()
+        handled = 0
         if inotify_ready and self.watcher.inotify is not None:
             names, overflow = self.watcher.drain()
             if overflow:
-                self.scan(full=True)
+                handled += self.scan(full=True)
             elif names:
-                self.scan(names=names)
+                handled += self.scan(names=names)
         retry = self.index.next_retry()
         pending_due = retry is not None and retry <= now
-        asked = self.poll_requested
-        if asked or now - self.last_poll >= self.config.poll_seconds or pending_due:
+        full = False
+        if self.poll_requested or now - self.last_poll >= self.config.poll_seconds or pending_due:
             self.poll_requested = False
             self.last_poll = now
             full = now - self.watcher.last_full_scan >= FULL_SCAN_SECONDS
-            self.scan(full=full)
+            handled += self.scan(full=full)
             if full:
                 self.prune()
             self.answer_replays()
+        if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
+            release_free_memory()
         self.write_state()
         self.notifier.ping(self.clock())
 
@@ -2882,7 +2944,7 @@ def cmd_explain(config_path: str, ref: str) -> int:
         return EXIT_RUNTIME
     # A file outside the records folder is judged as if it were in it.
     folder, name = os.path.split(os.path.abspath(path))
-    config = replace(config, records_dir=folder)
+    config = config._replace(records_dir=folder)
     result: Dict[str, Any] = {"file": path}
     ledger = _open_ledger_ro(config)
     try:
@@ -2904,7 +2966,7 @@ def cmd_explain(config_path: str, ref: str) -> int:
                 existing=lambda dispatch_id: read_json_quiet(
                     os.path.join(config.requests_dir, dispatch_id + ".json")
                 ),
-                last_emit=ledger.last_emits() if ledger is not None else {},
+                last_emit=ledger.last_emits(config.routes) if ledger is not None else {},
                 look_again=True,
             )
             assert judged is not None  # look_again: never "unchanged"
