@@ -2125,14 +2125,23 @@ class ReplayInbox:
 
     def __init__(self, config: Config) -> None:
         self.folder = os.path.join(os.path.dirname(config.state_file), "replay")
+        self.empty_mtime_ns: Optional[int] = None  # listed empty at this folder mtime
 
     def asks(self) -> List[str]:
-        """decision ids asked for (an empty or missing folder costs one scandir)."""
+        """decision ids asked for. An idle pass costs one stat: the folder is listed only
+        when its mtime changed since it was last seen empty."""
         try:
+            mtime_ns = os.stat(self.folder).st_mtime_ns
+            if mtime_ns == self.empty_mtime_ns:
+                return []
             with os.scandir(self.folder) as entries:
                 names = [e.name for e in entries if e.name.endswith(self.ASK)]
         except FileNotFoundError:
             return []
+        # Trust an empty listing only for an mtime older than a second (a file added in
+        # the same timestamp tick would not change it).
+        trusted = not names and time.time_ns() - mtime_ns > 1_000_000_000
+        self.empty_mtime_ns = mtime_ns if trusted else None
         ids = [n[: -len(self.ASK)] for n in sorted(names)]
         return [i for i in ids if DECISION_ID_RE.match(i)]
 
@@ -2213,8 +2222,8 @@ class Daemon:
                     os.chown(folder, *self.owner)
         if hold_lock:
             self.lock_fd = acquire_lock(cfg.lock_file)
-        remove_stale_temps(cfg.requests_dir)
-        remove_stale_temps(os.path.dirname(cfg.state_file))
+        for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), self.replays.folder):
+            remove_stale_temps(folder)
         self.ledger, rebuilt = Ledger.open_or_recover(cfg.ledger_file, self.log)
         self.index = FileIndex(self.ledger)
         self.batch = Batch(cfg, self.ledger, self.owner)
@@ -2475,8 +2484,9 @@ class Daemon:
         self.report.emitted(decision)
 
     def finish_batch(self) -> None:
-        if self.batch is not None and self.ledger is not None:
-            self.batch.finish(self.report.meta())
+        batch, ledger = self.batch, self.ledger
+        if batch is not None and ledger is not None and (ledger.in_tx or len(batch.writes)):
+            batch.finish(self.report.meta())
 
     def prune(self) -> None:
         assert self.ledger is not None

@@ -22,7 +22,7 @@ def test_log_rotates_by_size_and_keeps_backups(tmp_path: Path) -> None:
     log = d.JsonLog(str(path), "INFO", 2000, 3, to_stderr=False)
     for i in range(200):
         log.event("emitted", file=f"r{i}.json", reason="x" * 40)
-    log.event("accepted", level="DEBUG", reason="below the level: not written")
+    log.event("pruned", level="DEBUG", reason="below the level: not written")
     log.close()
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["dispatcher.log", "dispatcher.log.1", "dispatcher.log.2", "dispatcher.log.3"]
