@@ -27,7 +27,8 @@ Parts, in file order (each section is headed by a ==== banner):
   the decisions AND the index of handled files), Inotify, Notifier (sd_notify), lock.
 - The daemon, one class per job: `judge_record_file` (read -> judge -> decide, shared by
   the daemon and `explain`), FileIndex (what is known per file, kept in the ledger),
-  Watcher (which names need a look), Batch (the one write path: requests, then ledger),
+  Watcher (which names need a look), Batch (the one write path: requests, then ledger;
+  and adopting requests the ledger lacks after a crash),
   `judge_health` and StateReport (counters, log, state.json), ReplayInbox (operator
   replays asked of the running daemon), Daemon (the loop that wires them).
 - CLI: run, once, check-config, status, list, explain, replay, validate-handoff.
@@ -1670,6 +1671,51 @@ def acquire_lock(lock_file: str) -> int:
     return fd
 
 
+def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
+    """Read a record without following symlinks or blocking on a FIFO; the signature is of
+    the open file, and a file that changes while being read counts as still being written."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RecordRejected("symlink (never followed)") from None
+        if exc.errno == errno.ENOENT:
+            raise RecordRejected("file vanished while being read", True) from None
+        raise RecordRejected(f"unreadable: {exc.strerror}") from None
+    try:
+        before = FileSig.of(os.fstat(fd))
+        if not stat.S_ISREG(before.mode):
+            raise RecordRejected("not a regular file")
+        chunks = []
+        total = 0
+        while total <= cap:
+            try:
+                chunk = os.read(fd, min(1 << 20, cap + 1 - total))
+            except OSError as exc:
+                raise RecordRejected(f"unreadable: {exc.strerror}") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:
+            raise RecordRejected(f"file is over max_record_bytes {cap}")
+        after = FileSig.of(os.fstat(fd))
+        if after.key() != before.key():
+            raise RecordRejected("file changed while being read", True)
+        return b"".join(chunks), after
+    finally:
+        os.close(fd)
+
+
+def read_json_quiet(path: str) -> Optional[dict]:
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(4 << 20))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 # ======================================================================================
 # The daemon, one class per job:
 #   FileIndex    what is known about each record file (in the ledger, not in memory)
@@ -1981,6 +2027,74 @@ class Batch:
                 self.ledger.meta_set(key, value)
             self.ledger.commit()
 
+    def reconcile(self, log: JsonLog, now: float) -> None:
+        """The requests folder is the truth: adopt any request the ledger does not know
+        (written just before a crash, or the ledger was lost). Streamed in chunks: the
+        folder may hold a request per decision of a long history."""
+        adopted = 0
+        try:
+            with os.scandir(self.config.requests_dir) as entries:
+                chunk: List[str] = []
+                for entry in entries:
+                    if is_record_name(entry.name):
+                        chunk.append(entry.name)
+                        if len(chunk) >= LOOKUP_CHUNK:
+                            adopted += self._adopt(chunk, log, now)
+                            chunk = []
+                adopted += self._adopt(chunk, log, now)
+        except FileNotFoundError:
+            return
+        self.ledger.commit()
+        if adopted:
+            log.event(
+                "recovered",
+                level="INFO",
+                reason=f"adopted {adopted} request(s) from the requests folder into the ledger",
+            )
+
+    def _adopt(self, names: List[str], log: JsonLog, now: float) -> int:
+        if not names:
+            return 0
+        known = self.ledger.emitted_among([n[:-5] for n in names])
+        adopted = 0
+        for name in names:
+            if name[:-5] in known:
+                continue
+            path = os.path.join(self.config.requests_dir, name)
+            try:
+                with open(path, "rb") as fh:
+                    doc = json.loads(fh.read(4 << 20))
+                decision_id = doc["source_decision_id"]
+                dispatch_id = doc["dispatch_id"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.event(
+                    "error",
+                    level="WARNING",
+                    file=path,
+                    reason=f"unreadable request file ignored in reconcile: {exc}",
+                )
+                continue
+            if not isinstance(decision_id, str) or not isinstance(dispatch_id, str):
+                continue
+            epoch = parse_iso_utc(doc.get("decision_timestamp_utc"))
+            if epoch is None:
+                with contextlib.suppress(ValueError, IndexError):
+                    epoch = compact_to_epoch(dispatch_id.split("-")[1])
+            source = doc.get("source_decision_file")
+            self.ledger.begin()
+            self.ledger.put_decision(
+                decision_id,
+                "emitted",
+                dispatch_id,
+                doc.get("route") or doc.get("decision_type"),
+                epoch,
+                os.path.basename(source) if isinstance(source, str) else None,
+                "adopted from the requests folder",
+                now,
+            )
+            adopted += 1
+        return adopted
+
 
 def judge_health(doc: dict, running: bool, heartbeat_seconds: float, now: float) -> dict:
     """THE freshness rule (`status --json` -> `healthy`; the role asks for it): a process
@@ -2233,83 +2347,13 @@ class Daemon:
         # only needs reconciling after a crash or with a new ledger.
         clean = not rebuilt and self.ledger.meta_get(CLEAN_STOP) == "1"
         if not clean:
-            self.reconcile_requests()
+            self.batch.reconcile(self.log, self.clock())
         self.ledger.begin()
         self.ledger.meta_set(CLEAN_STOP, "0")
         self.ledger.commit()
         self.index.load()
         self.last_emit = self.ledger.last_emits(self.config.routes)
         self.watcher.arm()
-
-    def reconcile_requests(self) -> None:
-        """The requests folder is the truth: adopt any request the ledger does not know
-        (written just before a crash, or the ledger was lost). Streamed in chunks: the
-        folder may hold a request per decision of a long history."""
-        adopted = 0
-        try:
-            with os.scandir(self.config.requests_dir) as entries:
-                chunk: List[str] = []
-                for entry in entries:
-                    if is_record_name(entry.name):
-                        chunk.append(entry.name)
-                        if len(chunk) >= LOOKUP_CHUNK:
-                            adopted += self._adopt(chunk)
-                            chunk = []
-                adopted += self._adopt(chunk)
-        except FileNotFoundError:
-            return
-        assert self.ledger is not None
-        self.ledger.commit()
-        if adopted:
-            self.log.event(
-                "recovered",
-                level="INFO",
-                reason=f"adopted {adopted} request(s) from the requests folder into the ledger",
-            )
-
-    def _adopt(self, names: List[str]) -> int:
-        assert self.ledger is not None
-        if not names:
-            return 0
-        known = self.ledger.emitted_among([n[:-5] for n in names])
-        adopted = 0
-        for name in names:
-            if name[:-5] in known:
-                continue
-            path = os.path.join(self.config.requests_dir, name)
-            try:
-                with open(path, "rb") as fh:
-                    doc = json.loads(fh.read(4 << 20))
-                decision_id = doc["source_decision_id"]
-                dispatch_id = doc["dispatch_id"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                self.log.event(
-                    "error",
-                    level="WARNING",
-                    file=path,
-                    reason=f"unreadable request file ignored in reconcile: {exc}",
-                )
-                continue
-            if not isinstance(decision_id, str) or not isinstance(dispatch_id, str):
-                continue
-            epoch = parse_iso_utc(doc.get("decision_timestamp_utc"))
-            if epoch is None:
-                with contextlib.suppress(ValueError, IndexError):
-                    epoch = compact_to_epoch(dispatch_id.split("-")[1])
-            source = doc.get("source_decision_file")
-            self.ledger.begin()
-            self.ledger.put_decision(
-                decision_id,
-                "emitted",
-                dispatch_id,
-                doc.get("route") or doc.get("decision_type"),
-                epoch,
-                os.path.basename(source) if isinstance(source, str) else None,
-                "adopted from the requests folder",
-                self.clock(),
-            )
-            adopted += 1
-        return adopted
 
     def stop(self) -> None:
         if self.ledger is not None:
@@ -2699,51 +2743,6 @@ class Daemon:
         if retry is not None:
             deadlines.append(retry)
         return max(0.0, min(deadlines) - now)
-
-
-def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
-    """Read a record without following symlinks or blocking on a FIFO; the signature is of
-    the open file, and a file that changes while being read counts as still being written."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise RecordRejected("symlink (never followed)") from None
-        if exc.errno == errno.ENOENT:
-            raise RecordRejected("file vanished while being read", True) from None
-        raise RecordRejected(f"unreadable: {exc.strerror}") from None
-    try:
-        before = FileSig.of(os.fstat(fd))
-        if not stat.S_ISREG(before.mode):
-            raise RecordRejected("not a regular file")
-        chunks = []
-        total = 0
-        while total <= cap:
-            try:
-                chunk = os.read(fd, min(1 << 20, cap + 1 - total))
-            except OSError as exc:
-                raise RecordRejected(f"unreadable: {exc.strerror}") from None
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > cap:
-            raise RecordRejected(f"file is over max_record_bytes {cap}")
-        after = FileSig.of(os.fstat(fd))
-        if after.key() != before.key():
-            raise RecordRejected("file changed while being read", True)
-        return b"".join(chunks), after
-    finally:
-        os.close(fd)
-
-
-def read_json_quiet(path: str) -> Optional[dict]:
-    try:
-        with open(path, "rb") as fh:
-            doc = json.loads(fh.read(4 << 20))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 # ======================================================================================
