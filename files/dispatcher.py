@@ -2354,6 +2354,7 @@ class Daemon:
         self.index.load()
         self.last_emit = self.ledger.last_emits(self.config.routes)
         self.watcher.arm()
+        release_free_memory()  # the compiler's scratch for this file, before the first pass
 
     def stop(self) -> None:
         if self.ledger is not None:
