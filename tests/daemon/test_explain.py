@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from .conftest import Root, cli, now_iso, record
+from .conftest import Root, cli, now_iso, record, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +36,23 @@ def test_explain_agrees_with_the_daemon(python: str, root: Root) -> None:
             outcome,
             reason.split(" s old")[0],
         ), name
+
+
+def test_file_edited_in_place_while_stopped_is_judged_again(python: str, root: Root, spawn) -> None:
+    """READY comes after the listing pass (new and replaced files); an in-place edit keeps
+    the inode and the folder mtime, so the stat of every file right after READY finds it."""
+    root.write_config(settle_seconds=0)
+    daemon = spawn(python, root).wait_ready()
+    # Stale (not rejected or pending: those are re-stat'ed on every pass anyway).
+    root.drop("edit.json", record("edited-0", timestamp_utc=now_iso(-3 * 86400)))
+    wait_for(lambda: root.outcomes().get("edit.json", ("",))[0] == "stale", 5, "stale")
+    assert daemon.stop() == 0
+    folder_mtime = root.records.stat().st_mtime_ns
+    with open(root.records / "edit.json", "r+") as fh:  # same inode, same folder mtime
+        fh.truncate()
+        fh.write(json.dumps(record("edited-1")))
+    assert root.records.stat().st_mtime_ns == folder_mtime
+    daemon = spawn(python, root).wait_ready()
+    wait_for(lambda: root.outcomes()["edit.json"][0] == "emitted", 5, "emitted after READY")
+    assert [doc["source_decision_id"] for doc in root.request_docs()] == ["edited-1"]
+    assert daemon.stop() == 0

@@ -238,3 +238,34 @@ def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing
     assert events.count("recovered") == 1 and daemon.report.records_dir_ok is True
     assert daemon.ledger.get_file("a.json")["outcome"] == "emitted"
     daemon.stop()
+
+
+def test_a_request_on_disk_without_its_ledger_row_is_adopted_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Crash between the request's rename and the ledger commit: the next start reconciles
+    the requests folder (the last stop was not clean), so no second request is written."""
+    clock = Clock()
+    daemon, records = make(tmp_path, clock)
+    put(records, "c.json", record("crash-1"))
+    assert daemon.consider("c.json", clock()) == 1
+    daemon.batch.writes.commit()  # the request is on disk ...
+    daemon.ledger.rollback()  # ... and the process dies before the ledger commit
+    daemon.ledger.close()
+    os.close(daemon.lock_fd)
+    requests = sorted(os.listdir(daemon.config.requests_dir))
+    assert len(requests) == 1
+    daemon, _records = make(tmp_path, clock)
+    assert daemon.ledger.get_decision("crash-1")["reason"] == "adopted from the requests folder"
+    daemon.scan(full=True)
+    assert sorted(os.listdir(daemon.config.requests_dir)) == requests
+    row = daemon.ledger.get_file("c.json")
+    assert row["outcome"] == "emitted" and "recovered" in row["reason"]
+    daemon.stop()
+    # A clean stop leaves nothing to reconcile: the ledger says so for the next start.
+    daemon, _records = make(tmp_path, clock)
+    assert daemon.ledger.meta_get("clean_stop") == "0"  # running now
+    daemon.stop()
+    ledger = d.Ledger(daemon.config.ledger_file, readonly=True)
+    assert ledger.meta_get("clean_stop") == "1"
+    ledger.close()
