@@ -546,6 +546,13 @@ def read_valid_record(data: bytes) -> ValidRecord:
     return ValidRecord(doc, decision_id, decision_type)
 
 
+class LastEmit(NamedTuple):
+    """A route's latest request, for coalescing."""
+
+    epoch: float  # the decision's time
+    dispatch_id: str
+
+
 class Decision(NamedTuple):
     """What the core decided about one valid record."""
 
@@ -570,13 +577,12 @@ def decide(
     mtime: float,
     config: Config,
     now: float,
-    last_emit: Dict[str, Tuple[float, str]],
+    last_emit: Dict[str, LastEmit],
     force: bool = False,
 ) -> Decision:
     """Route one valid record (a ValidRecord, or a dict that is validated here). `last_emit`
-    maps route -> (decision epoch, dispatch id) of the route's latest request, for
-    coalescing. `force` (replay) skips the stale, skipped and coalesce rules but never the
-    route."""
+    maps route -> LastEmit (the route's latest request), for coalescing. `force` (replay)
+    skips the stale, skipped and coalesce rules but never the route."""
     valid = (
         record if isinstance(record, ValidRecord) else ValidRecord(record, *validate_record(record))
     )
@@ -607,12 +613,12 @@ def decide(
         and route.coalesce_seconds > 0
         and last is not None
         and not is_handoff(decision_id)
-        and abs(epoch - last[0]) < route.coalesce_seconds
+        and abs(epoch - last.epoch) < route.coalesce_seconds
     ):
         return base._replace(
             outcome="coalesced",
-            dispatch_id=last[1],
-            reason=f"within coalesce_seconds {route.coalesce_seconds} of {last[1]} "
+            dispatch_id=last.dispatch_id,
+            reason=f"within coalesce_seconds {route.coalesce_seconds} of {last.dispatch_id} "
             f"(route {route.key})",
         )
     request = build_request(
@@ -1405,10 +1411,10 @@ class Ledger:
         )
         return {r[0] for r in rows}
 
-    def last_emits(self, routes: Iterable[str]) -> Dict[str, Tuple[float, str]]:
-        """route -> (decision epoch, dispatch id) of its latest request (for coalescing;
+    def last_emits(self, routes: Iterable[str]) -> Dict[str, LastEmit]:
+        """route -> LastEmit, its latest request (for coalescing;
         synthetic handoff checks never count)."""
-        result: Dict[str, Tuple[float, str]] = {}
+        result: Dict[str, LastEmit] = {}
         for route in routes:
             row = self.db.execute(
                 "SELECT decision_epoch, dispatch_id FROM decisions "
@@ -1417,7 +1423,7 @@ class Ledger:
                 (route, HANDOFF_PREFIX + "%"),
             ).fetchone()
             if row is not None:
-                result[route] = (row[0], row[1])
+                result[route] = LastEmit(*row)
         return result
 
     def counts(self) -> Dict[str, int]:
@@ -1743,7 +1749,7 @@ def judge_record_file(
     *,
     prior_of: Callable[[str], Optional[PriorDecision]],
     existing: Callable[[str], Optional[dict]],
-    last_emit: Dict[str, Tuple[float, str]],
+    last_emit: Dict[str, LastEmit],
     look_again: bool = False,
 ) -> Optional[Judged]:
     """read -> judge -> decide for one record file: the daemon and `explain` both call
@@ -2315,7 +2321,7 @@ class Daemon:
         self.index: Optional[FileIndex] = None
         self.batch: Optional[Batch] = None
         self.lock_fd: Optional[int] = None
-        self.last_emit: Dict[str, Tuple[float, str]] = {}
+        self.last_emit: Dict[str, LastEmit] = {}
         self.last_poll = 0.0
         self.stop_requested = False
         self.reload_requested = False
@@ -2524,8 +2530,10 @@ class Daemon:
     def _note_emit(self, decision: Decision) -> None:
         if not is_handoff(decision.decision_id) and decision.route and decision.dispatch_id:
             last = self.last_emit.get(decision.route)
-            if last is None or decision.decision_epoch >= last[0]:
-                self.last_emit[decision.route] = (decision.decision_epoch, decision.dispatch_id)
+            if last is None or decision.decision_epoch >= last.epoch:
+                self.last_emit[decision.route] = LastEmit(
+                    decision.decision_epoch, decision.dispatch_id
+                )
         self.report.emitted(decision)
 
     def finish_batch(self) -> None:
