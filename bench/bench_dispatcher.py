@@ -5,13 +5,17 @@ Runs the real daemon as a subprocess on a throwaway root and measures:
 - latency record -> request (p50/p95), one record at a time, inotify on;
 - a 2000-record burst end to end (first record written -> last request visible, and ->
   ledger committed);
-- the idle pass with 2 000 and 20 000 handled records: CPU per pass of the running
-  process (SIGUSR1 triggers the same pass the poll timer runs; CPU from
-  /proc/<pid>/schedstat, ns), bytes written per pass (/proc/<pid>/io wchar) and bytes
-  logged per pass, plus the same pass timed in-process for a precise median;
-- state.json size and RSS at 20 000 handled.
+- history sizes 2 000, 20 000 and 100 000 handled records: the first pass over them
+  (`once` on a fresh root: time and peak RSS from wait4), then the running daemon on that
+  history: start to READY, RSS and peak RSS (VmRSS/VmHWM), CPU per idle pass (SIGUSR1
+  triggers the same pass the poll timer runs; CPU from /proc/<pid>/schedstat, ns), bytes
+  written per pass (/proc/<pid>/io wchar) and bytes logged per pass, plus the same pass
+  timed in-process for a precise median;
+- state.json size.
 
-Usage: bench/bench_dispatcher.py [--python PY] [--quick]. Prints a table and writes
+Usage: bench/bench_dispatcher.py [--python PY] [--script PATH] [--quick] [--sizes N,N].
+`--script` runs another dispatcher.py (e.g. an older commit's) through the same file
+contract, for a side-by-side on the same machine load. Prints a table and writes
 bench/results/<timestamp>.json. Goals are printed next to each number.
 """
 
@@ -254,19 +258,26 @@ def bench_burst(python: str, top: Path, count: int, repeats: int) -> dict[str, A
     return result
 
 
-def prepare_handled(python: str, top: Path, count: int) -> Setup:
+def prepare_handled(python: str, top: Path, count: int) -> tuple[Setup, dict[str, Any]]:
+    """`count` records on a fresh root, then the first pass over them (`once`): its wall
+    time and peak RSS (ru_maxrss from wait4, KiB)."""
     setup = Setup(top / f"idle-{count}")
     for i in range(count):
         with open(setup.records / f"h-{i:06d}.json", "wb") as fh:
             fh.write(setup.record_bytes(f"h-{i:06d}"))
     t0 = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.Popen(
         [python, str(SCRIPT), "--config", str(setup.config), "once"],
-        check=True,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    print(f"  prepared {count} handled records in {time.perf_counter() - t0:.1f} s", flush=True)
-    return setup
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"once over {count} records exited {proc.returncode}")
+    print(f"  first pass over {count} records: {elapsed:.1f} s", flush=True)
+    return setup, {"first_pass_s": round(elapsed, 2), "first_pass_peak_rss_kib": usage.ru_maxrss}
 
 
 def idle_processes(python: str, setups: dict[int, Setup], passes: int) -> dict[int, Any]:
@@ -334,11 +345,10 @@ def idle_inprocess(setup: Setup, count: int, passes: int) -> dict[str, Any]:
         w0 = time.perf_counter()
         daemon.scan(full=True)
         full.append((time.perf_counter() - w0) * 1e3)
-    daemon.dir_mtime_ns = None
     listing = []
     for _ in range(5):
         w0 = time.perf_counter()
-        daemon.dir_mtime_ns = None
+        daemon.watcher.dir_mtime_ns = None
         daemon.scan()
         listing.append((time.perf_counter() - w0) * 1e3)
     daemon.stop()
@@ -353,88 +363,121 @@ def idle_inprocess(setup: Setup, count: int, passes: int) -> dict[str, Any]:
 
 
 def main() -> int:
+    global SCRIPT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default=sys.executable, help="interpreter for the daemon")
+    parser.add_argument("--script", default=str(SCRIPT), help="dispatcher.py to measure")
     parser.add_argument("--quick", action="store_true", help="smaller samples (smoke run)")
+    parser.add_argument(
+        "--sizes", default="2000,20000,100000", help="history sizes (handled records)"
+    )
+    parser.add_argument("--skip-latency", action="store_true", help="history sizes only")
     args = parser.parse_args()
+    SCRIPT = Path(args.script).resolve()
+    # In-process timing imports this checkout's dispatcher: only when that is the one measured.
+    inprocess = SCRIPT == REPO / "files" / "dispatcher.py"
+    sizes = sorted(int(n) for n in args.sizes.split(","))
     passes = 200 if args.quick else 1000
     top = Path(tempfile.mkdtemp(prefix="hyops-bench-"))
     results: dict[str, Any] = {
         "python": subprocess.run(
             [args.python, "--version"], capture_output=True, text=True
         ).stdout.strip(),
+        "script": str(SCRIPT),
         "when": datetime.now(timezone.utc).isoformat(),
         "cpus": os.cpu_count(),
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
     }
     try:
-        print("latency ...", flush=True)
-        results["latency"] = bench_latency(args.python, top, 50 if args.quick else 300)
-        print("burst ...", flush=True)
-        results["burst"] = bench_burst(args.python, top, 2000, 3)
-        print("idle with 2 000 and 20 000 handled ...", flush=True)
-        setups = {count: prepare_handled(args.python, top, count) for count in (2000, 20000)}
+        if not args.skip_latency:
+            print("latency ...", flush=True)
+            results["latency"] = bench_latency(args.python, top, 50 if args.quick else 300)
+            print("burst ...", flush=True)
+            results["burst"] = bench_burst(args.python, top, 2000, 3)
+        print(f"history sizes {sizes} ...", flush=True)
+        setups: dict[int, Setup] = {}
+        first: dict[int, dict[str, Any]] = {}
+        for count in sizes:
+            setups[count], first[count] = prepare_handled(args.python, top, count)
         measured = idle_processes(args.python, setups, passes)
         for count, setup in setups.items():
-            measured[count].update(idle_inprocess(setup, count, passes))
+            measured[count].update(first[count])
+            if inprocess:
+                measured[count].update(idle_inprocess(setup, count, passes))
             results[f"idle_{count}"] = {"handled": count, **measured[count]}
     finally:
         shutil.rmtree(top, ignore_errors=True)
     results["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
-    small, big = results["idle_2000"], results["idle_20000"]
+    small, big = results[f"idle_{sizes[0]}"], results[f"idle_{sizes[-1]}"]
     results["idle_ratio_process_cpu"] = round(
         big["process_cpu_per_pass_ms"] / max(small["process_cpu_per_pass_ms"], 1e-9), 2
     )
-    results["idle_ratio_inprocess"] = round(
-        big["inprocess_pass_ms_median"] / max(small["inprocess_pass_ms_median"], 1e-9), 2
-    )
-    rows = [
+    results["rss_ratio"] = round(big["rss_kib"] / max(small["rss_kib"], 1), 3)
+    if inprocess:
+        results["idle_ratio_inprocess"] = round(
+            big["inprocess_pass_ms_median"] / max(small["inprocess_pass_ms_median"], 1e-9), 2
+        )
+    label = f"{sizes[0] // 1000}k / {sizes[-1] // 1000}k"
+    rows = []
+    if "latency" in results:
+        rows += [
+            (
+                "latency p50 / p95 (ms)",
+                f"{results['latency']['p50_ms']} / {results['latency']['p95_ms']}",
+                "<= 20 / <= 100",
+            ),
+            ("2000-record burst, all requests (s)", results["burst"]["all_requests_s"], "<= 0.3"),
+            (
+                "2000-record burst, ledger committed (s)",
+                results["burst"]["ledger_committed_s"],
+                "<= 0.3",
+            ),
+            (
+                "  writer alone (no daemon) / daemon CPU (s)",
+                f"{results['burst']['writer_alone_s']} / {results['burst']['daemon_cpu_s']}",
+                "-",
+            ),
+        ]
+    for count in sizes:
+        m = results[f"idle_{count}"]
+        k = f"{count // 1000}k"
+        rows += [
+            (
+                f"RSS / peak RSS, running, {k} handled (MiB)",
+                f"{m['rss_kib'] / 1024:.1f} / {m['peak_rss_kib'] / 1024:.1f}",
+                "< 30",
+            ),
+            (
+                f"first pass over {k}: time (s) / peak RSS (MiB)",
+                f"{m['first_pass_s']} / {m['first_pass_peak_rss_kib'] / 1024:.1f}",
+                "- / < 40",
+            ),
+            (f"start to READY, {k} handled (s)", m["daemon_ready_s"], "< 1"),
+            (f"idle pass CPU, process, {k} (ms)", m["process_cpu_per_pass_ms"], "<= 5"),
+        ]
+        if inprocess:
+            rows += [
+                (f"idle pass, in-process median, {k} (ms)", m["inprocess_pass_ms_median"], "<= 5"),
+                (
+                    f"listing pass at {k} (after a folder change, ms)",
+                    m["listing_pass_ms_median"],
+                    "-",
+                ),
+                (
+                    f"full stat scan at {k} (hourly safety net, ms)",
+                    m["full_stat_scan_ms_median"],
+                    "-",
+                ),
+            ]
+    rows += [
+        (f"RSS ratio {label}", results["rss_ratio"], "<= 1.25"),
+        (f"idle ratio {label} (process CPU)", results["idle_ratio_process_cpu"], "<= 1.5"),
         (
-            "latency p50 / p95 (ms)",
-            f"{results['latency']['p50_ms']} / {results['latency']['p95_ms']}",
-            "<= 20 / <= 100",
+            f"bytes logged / written (wchar) per idle pass, {sizes[-1] // 1000}k",
+            f"{big['log_bytes_per_pass']} / {big['process_wchar_per_pass_bytes']}",
+            "0 / 0",
         ),
-        ("2000-record burst, all requests (s)", results["burst"]["all_requests_s"], "<= 1.0"),
-        (
-            "2000-record burst, ledger committed (s)",
-            results["burst"]["ledger_committed_s"],
-            "<= 1.0",
-        ),
-        (
-            "  writer alone (no daemon) / daemon CPU (s)",
-            f"{results['burst']['writer_alone_s']} / {results['burst']['daemon_cpu_s']}",
-            "-",
-        ),
-        (
-            "idle pass CPU, process, 2k / 20k (ms)",
-            f"{small['process_cpu_per_pass_ms']} / {big['process_cpu_per_pass_ms']}",
-            "<= 5",
-        ),
-        (
-            "idle pass, in-process median, 2k / 20k (ms)",
-            f"{small['inprocess_pass_ms_median']} / {big['inprocess_pass_ms_median']}",
-            "<= 5",
-        ),
-        (
-            "idle ratio 20k/2k (process / in-process)",
-            f"{results['idle_ratio_process_cpu']} / {results['idle_ratio_inprocess']}",
-            "<= 1.5",
-        ),
-        (
-            "bytes logged per idle pass (2k / 20k)",
-            f"{small['log_bytes_per_pass']} / {big['log_bytes_per_pass']}",
-            "0",
-        ),
-        (
-            "bytes written per idle pass, wchar (2k / 20k)",
-            f"{small['process_wchar_per_pass_bytes']} / {big['process_wchar_per_pass_bytes']}",
-            "0",
-        ),
-        ("state.json bytes at 20k", big["state_json_bytes"], "<= 8192"),
-        ("RSS / peak RSS at 20k (KiB)", f"{big['rss_kib']} / {big['peak_rss_kib']}", "-"),
-        ("full stat scan at 20k (hourly safety net, ms)", big["full_stat_scan_ms_median"], "-"),
-        ("listing pass at 20k (after a folder change, ms)", big["listing_pass_ms_median"], "-"),
-        ("start to READY at 20k (s)", big["daemon_ready_s"], "-"),
+        (f"state.json bytes at {sizes[-1] // 1000}k", big["state_json_bytes"], "<= 8192"),
     ]
     print(
         f"\nhyops decision dispatcher bench ({results['python']}, {results['cpus']} CPUs, "

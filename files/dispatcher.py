@@ -17,8 +17,21 @@ Invariants (the reasons behind most of the code below):
 - Bounded cost: an idle pass only stats the records folder (and the few files still
   pending or rejected); already handled files are never re-read. state.json is small.
 
-Layout: a pure core (config and record parsing, routing, ids, the decision) with no I/O,
-then a thin shell (files, ledger, log, inotify, signals, sd_notify), then the CLI.
+Parts, in file order (each section is headed by a ==== banner):
+- Pure core, no I/O: config parsing (the bounds of schemas/dispatcher-config.schema.json),
+  record parsing and validation (ValidRecord), routing, dispatch ids, `decide`, the
+  request document; then the file verdicts: FileSig, KnownFile, Outcome, `judge_file`
+  (stat alone), `judge_unreadable` (pending or rejected), `judge_prior` (already handled,
+  duplicate), `judge_collision` (dispatch id taken), `judge_replay`.
+- Shell: durable writes (StagedWrites: close before rename), JsonLog, Ledger (SQLite:
+  the decisions AND the index of handled files), Inotify, Notifier (sd_notify), lock.
+- The daemon, one class per job: `judge_record_file` (read -> judge -> decide, shared by
+  the daemon and `explain`), FileIndex (what is known per file, kept in the ledger),
+  Watcher (which names need a look), Batch (the one write path: requests, then ledger;
+  and adopting requests the ledger lacks after a crash),
+  `judge_health` and StateReport (counters, log, state.json), ReplayInbox (operator
+  replays asked of the running daemon), Daemon (the loop that wires them).
+- CLI: run, once, check-config, status, list, explain, replay, validate-handoff.
 Python 3.9+ standard library only.
 """
 
@@ -30,7 +43,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -42,10 +54,18 @@ import stat
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
-from urllib.parse import quote
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+# sha256 without hashlib: hashlib loads OpenSSL (about 4 MB of resident memory in a
+# daemon that needs one hash); the built-in module is _sha2 from 3.12 on, _sha256 before.
+try:
+    from _sha2 import sha256
+except ImportError:  # Python < 3.12
+    try:
+        from _sha256 import sha256
+    except ImportError:  # a build without it
+        from hashlib import sha256
 
 # --------------------------------------------------------------------------------------
 # Exit codes (docs/INTERFACES.md). The unit has RestartPreventExitStatus=3.
@@ -180,8 +200,7 @@ class RecordRejected(Exception):
         self.retryable = retryable
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     key: str
     target_kind: str
     target_ref: str
@@ -192,8 +211,7 @@ class Route:
     approval_ttl_seconds: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: str
     digest: str
     root: str
@@ -213,10 +231,10 @@ class Config:
     ledger_retention_seconds: float
     log_max_bytes: int
     log_backup_count: int
-    routes: Dict[str, Route] = field(default_factory=dict)
+    routes: Dict[str, Route]
     # The consumer's approval markers (read only) and the Prometheus textfile (issue 10).
-    approvals_dir: str = DEFAULT_APPROVALS_DIR
-    metrics_textfile: str = ""
+    approvals_dir: str
+    metrics_textfile: str
 
     def paths(self) -> Tuple[str, ...]:
         return (
@@ -239,21 +257,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and value == value
-
-
-def _integer(obj: dict, key: str, default: int, minimum: int, maximum: Optional[int] = None) -> int:
-    """An integer key within [minimum, maximum] (the bounds of dispatcher-config.schema.json)."""
-    value = obj.get(key, default)
+def _integer(
+    obj: dict, key: str, default: Optional[int], minimum: int, maximum: Optional[int] = None
+) -> int:
+    """An integer key within [minimum, maximum] (the bounds of dispatcher-config.schema.json;
+    tests/daemon/test_config_schema.py proves they agree). `default` None: required."""
+    value = obj[key] if default is None else obj.get(key, default)
     bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
     if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
         raise ConfigError(f"{key}: must be an integer {bounds}; got {short(value)}")
     return value
 
 
-def _path(obj: dict, key: str, default: str) -> str:
-    value = obj.get(key, default)
+def _path(obj: dict, key: str, default: Optional[str]) -> str:
+    value = obj[key] if default is None else obj.get(key, default)
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError(f"{key}: must be an absolute path; got {short(value)}")
     return os.path.normpath(value)
@@ -339,20 +356,21 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     for key in CONFIG_REQUIRED:
         if key not in obj:
             raise ConfigError(f"{key}: required")
-    if obj.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+    # Required keys are checked above: no defaults for them below.
+    if obj["schema_version"] != SCHEMA_VERSION:
         raise ConfigError(
-            f"schema_version: must be {SCHEMA_VERSION}; got {short(obj.get('schema_version'))}"
+            f"schema_version: must be {SCHEMA_VERSION}; got {short(obj['schema_version'])}"
         )
-    mode = obj.get("execution_mode", EXECUTION_MODE)
+    mode = obj["execution_mode"]
     if mode != EXECUTION_MODE:
         raise ConfigError(f"execution_mode: only 'record-only' is supported; got {short(mode)}")
-    require = obj.get("require_approval", True)
+    require = obj["require_approval"]
     if not isinstance(require, bool):
         raise ConfigError(f"require_approval: must be true or false; got {short(require)}")
     level = obj.get("log_level", "INFO")
     if not isinstance(level, str) or level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {list(LOG_LEVELS)}; got {short(level)}")
-    routes_obj = obj.get("routes", {})
+    routes_obj = obj["routes"]
     if not isinstance(routes_obj, dict):
         raise ConfigError(f"routes: must be an object; got {short(routes_obj)}")
     if not routes_obj:
@@ -364,9 +382,7 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     # The root is the folder above config/ unless the config names it.
     default_root = os.path.dirname(os.path.dirname(config_path))
     root = _path(obj, "root", default_root)
-    records_dir = _path(
-        obj, "decision_records_dir", "/opt/hybridops/decision-service/state/records"
-    )
+    records_dir = _path(obj, "decision_records_dir", None)
     requests_dir = _path(obj, "requests_dir", os.path.join(root, "state", "requests"))
     state_file = _path(obj, "state_file", os.path.join(root, "state", "state.json"))
     ledger_file = _path(obj, "ledger_file", os.path.join(root, "state", "ledger.sqlite3"))
@@ -381,7 +397,7 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return Config(
         path=config_path,
-        digest=hashlib.sha256(canonical).hexdigest()[:16],
+        digest=sha256(canonical).hexdigest()[:16],
         root=root,
         records_dir=records_dir,
         requests_dir=requests_dir,
@@ -390,7 +406,7 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         log_file=log_file,
         lock_file=os.path.join(os.path.dirname(state_file), "dispatcher.lock"),
         require_approval=require,
-        poll_seconds=_integer(obj, "poll_seconds", 15, 5, 3600),
+        poll_seconds=_integer(obj, "poll_seconds", None, 5, 3600),
         heartbeat_seconds=_integer(obj, "heartbeat_seconds", 60, 5, 3600),
         log_level=level,
         max_record_age_seconds=_integer(obj, "max_record_age_seconds", 86400, 60),
@@ -446,7 +462,7 @@ def compact_to_epoch(text: str) -> float:
 
 
 def decision_hash(decision_id: str) -> str:
-    return hashlib.sha256(decision_id.encode("utf-8")).hexdigest()[:8]
+    return sha256(decision_id.encode("utf-8")).hexdigest()[:8]
 
 
 def parse_record(data: bytes) -> dict:
@@ -529,8 +545,29 @@ def find_route(config: Config, decision_type: str) -> Tuple[Optional[Route], str
     return None, f"no route for decision_type {short(decision_type, 60)}{hint}; routes: {known}"
 
 
-@dataclass
-class Decision:
+class ValidRecord(NamedTuple):
+    """A record file's JSON object that passed validate_record (done once per read)."""
+
+    doc: dict
+    decision_id: str
+    decision_type: str
+
+
+def read_valid_record(data: bytes) -> ValidRecord:
+    """Bytes of a record file -> a ValidRecord, or RecordRejected (parse, then validate)."""
+    doc = parse_record(data)
+    decision_id, decision_type = validate_record(doc)
+    return ValidRecord(doc, decision_id, decision_type)
+
+
+class LastEmit(NamedTuple):
+    """A route's latest request, for coalescing."""
+
+    epoch: float  # the decision's time
+    dispatch_id: str
+
+
+class Decision(NamedTuple):
     """What the core decided about one valid record."""
 
     outcome: str
@@ -540,7 +577,6 @@ class Decision:
     decision_epoch: float
     route: Optional[str] = None
     dispatch_id: Optional[str] = None
-    coalesced_into: Optional[str] = None
     request: Optional[dict] = None
 
 
@@ -549,60 +585,58 @@ def is_handoff(decision_id: str) -> bool:
 
 
 def decide(
-    record: dict,
+    record: Any,
     *,
     record_path: str,
     mtime: float,
     config: Config,
     now: float,
-    last_emit: Dict[str, Tuple[float, str]],
+    last_emit: Dict[str, LastEmit],
     force: bool = False,
 ) -> Decision:
-    """Route one valid record. `last_emit` maps route -> (decision epoch, dispatch id) of
-    the route's latest request, for coalescing. `force` (replay) skips the stale, skipped
-    and coalesce rules but never the route."""
-    decision_id, decision_type = validate_record(record)
-    epoch, _source = decision_time(record, decision_id, mtime)
+    """Route one valid record (a ValidRecord, or a dict that is validated here). `last_emit`
+    maps route -> LastEmit (the route's latest request), for coalescing. `force` (replay)
+    skips the stale, skipped and coalesce rules but never the route."""
+    valid = (
+        record if isinstance(record, ValidRecord) else ValidRecord(record, *validate_record(record))
+    )
+    doc, decision_id, decision_type = valid.doc, valid.decision_id, valid.decision_type
+    epoch, _source = decision_time(doc, decision_id, mtime)
     base = Decision("", "", decision_id, decision_type, epoch)
-    status = record.get("status")
+    status = doc.get("status")
     if not force and status == "queued-local-exec":
-        base.outcome = "skipped"
-        base.reason = "record status is queued-local-exec: the decision service already ran it"
-        return base
+        return base._replace(
+            outcome="skipped",
+            reason="record status is queued-local-exec: the decision service already ran it",
+        )
     route, why = find_route(config, decision_type)
     if route is None:
-        base.outcome = "unrouted"
-        base.reason = why
-        return base
-    base.route = route.key
+        return base._replace(outcome="unrouted", reason=why)
+    base = base._replace(route=route.key)
     dispatch_id = make_dispatch_id(epoch, decision_type, decision_id)
     age = now - epoch
     if not force and config.max_record_age_seconds > 0 and age > config.max_record_age_seconds:
-        base.outcome = "stale"
-        base.reason = (
-            f"decision is {int(age)} s old, over max_record_age_seconds "
-            f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it"
+        return base._replace(
+            outcome="stale",
+            reason=f"decision is {int(age)} s old, over max_record_age_seconds "
+            f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it",
         )
-        return base
     last = last_emit.get(route.key)
     if (
         not force
         and route.coalesce_seconds > 0
         and last is not None
         and not is_handoff(decision_id)
-        and abs(epoch - last[0]) < route.coalesce_seconds
+        and abs(epoch - last.epoch) < route.coalesce_seconds
     ):
-        base.outcome = "coalesced"
-        base.coalesced_into = last[1]
-        base.dispatch_id = last[1]
-        base.reason = (
-            f"within coalesce_seconds {route.coalesce_seconds} of {last[1]} (route {route.key})"
+        return base._replace(
+            outcome="coalesced",
+            dispatch_id=last.dispatch_id,
+            reason=f"within coalesce_seconds {route.coalesce_seconds} of {last.dispatch_id} "
+            f"(route {route.key})",
         )
-        return base
-    base.outcome = "emitted"
-    base.dispatch_id = dispatch_id
-    base.request = build_request(
-        record,
+    request = build_request(
+        doc,
         decision_id=decision_id,
         decision_type=decision_type,
         dispatch_id=dispatch_id,
@@ -611,8 +645,238 @@ def decide(
         config=config,
         now=now,
     )
-    base.reason = "replayed by operator" if force else ""
-    return base
+    return base._replace(
+        outcome="emitted",
+        dispatch_id=dispatch_id,
+        request=request,
+        reason="replayed by operator" if force else "",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# File verdicts: everything the daemon decides about a record file, without I/O. The
+# shell stats and reads; these say what that means (docs/DAEMON.md "How a record becomes
+# a request"). tests/daemon/test_verdicts.py has a table row per outcome.
+
+
+class FileSig(NamedTuple):
+    """A file as stat() saw it. The first four fields are what the ledger keeps: a change
+    in any of them means "look again" (an in-place edit, a chmod, a replaced file)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    mode: int = 0  # file type bits (not kept in the ledger)
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileSig:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+
+    def key(self) -> Tuple[int, int, int, int]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+
+NO_SIG = FileSig(0, 0, 0, 0)
+
+
+class KnownFile(NamedTuple):
+    """What the index (the ledger) knows about one record file name."""
+
+    sig: FileSig
+    outcome: str
+    decision_id: Optional[str] = None
+    gone: bool = False  # the name went away once; a file under it now is new
+    retry_at: float = 0.0  # pending: when to read it again
+
+
+class PriorDecision(NamedTuple):
+    """The ledger's row for a decision_id (what happened to it before)."""
+
+    decision_id: str
+    outcome: str
+    dispatch_id: Optional[str]
+    route: Optional[str]
+    decision_epoch: Optional[float]
+    file: Optional[str]
+    reason: Optional[str]
+    handled_at: float
+
+
+class Outcome(NamedTuple):
+    """The verdict on one record file: what the ledger, log and counters get.
+
+    `decision` is set when the decision row is (re)written too; `write` when its request
+    file is still to be written. `log` False: seen before, nothing new to say."""
+
+    outcome: str
+    reason: str = ""
+    decision_id: Optional[str] = None
+    dispatch_id: Optional[str] = None
+    route: Optional[str] = None
+    decision: Optional[Decision] = None
+    write: bool = False
+    log: bool = True
+    retry_at: float = 0.0
+    source: str = "file"  # which rule decided: file, read, prior, decide, collision
+
+    @classmethod
+    def of_decision(cls, decision: Decision) -> Outcome:
+        return cls(
+            decision.outcome,
+            decision.reason,
+            decision.decision_id,
+            decision.dispatch_id,
+            decision.route,
+            decision=decision,
+            write=decision.outcome == "emitted",
+            source="decide",
+        )
+
+
+SKIP = "skip"  # unchanged since it was handled: nothing to do
+READ = "read"  # read the file, then judge what it holds
+DECIDED = "decided"  # the stat alone decides (the outcome is in the verdict)
+
+
+class FileVerdict(NamedTuple):
+    action: str  # SKIP, READ or DECIDED
+    outcome: Optional[Outcome] = None
+
+
+def judge_file(
+    sig: FileSig,
+    name: str,
+    config: Config,
+    known: Optional[KnownFile],
+    now: float,
+    look_again: bool = False,
+) -> FileVerdict:
+    """What to do with a record file from its stat alone. `look_again` (explain) ignores
+    that the file was handled before."""
+    unchanged = known is not None and not known.gone and known.sig.key() == sig.key()
+    if unchanged and not look_again and (known.outcome != "pending" or now < known.retry_at):
+        return FileVerdict(SKIP)
+    if ledger_name(name) != name:
+        return FileVerdict(DECIDED, Outcome("rejected", "file name is not valid UTF-8"))
+    if stat.S_ISLNK(sig.mode):
+        return FileVerdict(DECIDED, Outcome("rejected", "symlink (never followed)"))
+    if not stat.S_ISREG(sig.mode):
+        return FileVerdict(DECIDED, Outcome("rejected", "not a regular file"))
+    if sig.size > config.max_record_bytes:
+        reason = f"file is {sig.size} bytes, over max_record_bytes {config.max_record_bytes}"
+        return FileVerdict(DECIDED, Outcome("rejected", reason))
+    return FileVerdict(READ)
+
+
+def judge_unreadable(
+    problem: RecordRejected, sig: FileSig, known: Optional[KnownFile], config: Config, now: float
+) -> Outcome:
+    """A file that could not be read or is not a valid record: pending while it may still
+    be being written (until settle_seconds after its last change), else rejected (a later
+    change re-opens it)."""
+    if known is not None and known.outcome == "pending" and known.sig.key() == sig.key():
+        settle_until = known.retry_at - 0.05  # unchanged since: keep the first deadline
+    else:
+        # min(): a file stamped in the future (clock skew) must not stay pending forever.
+        settle_until = min(sig.mtime, now) + config.settle_seconds
+    if problem.retryable and now < settle_until:
+        first = known is None or known.outcome != "pending"  # one line per file, not per write
+        return Outcome(
+            "pending",
+            f"{problem.reason}; retrying until it settles",
+            log=first,
+            retry_at=settle_until + 0.05,
+            source="read",
+        )
+    return Outcome("rejected", problem.reason, source="read")
+
+
+def judge_prior(
+    name: str, decision_id: str, prior: Optional[PriorDecision], known: Optional[KnownFile]
+) -> Optional[Outcome]:
+    """The prior-decision check: a decision that already owns a request never gets a
+    second one. None: no prior request, go on to decide()."""
+    if prior is None or prior.outcome not in DISPATCHED_OUTCOMES:
+        return None
+    if prior.file in (None, name):
+        # Same file seen again: it keeps the decision's outcome. When the file row is
+        # missing the request was adopted after a crash (or a lost ledger) and this is the
+        # first time it is counted; when the row is there the file was only touched.
+        touched = known is not None and known.decision_id == decision_id
+        reason = (
+            f"already handled: {prior.outcome} as {prior.dispatch_id}"
+            if touched
+            else "request found in the requests folder (recovered after a restart)"
+        )
+        return Outcome(
+            prior.outcome, reason, decision_id, prior.dispatch_id, log=not touched, source="prior"
+        )
+    return Outcome(
+        "duplicate",
+        f"decision_id already {prior.outcome} as {prior.dispatch_id} from {prior.file}; "
+        "no new request",
+        decision_id,
+        prior.dispatch_id,
+        source="prior",
+    )
+
+
+IN_THIS_BATCH = {"source_decision_id": "(a decision in the same batch)"}
+
+
+def judge_collision(decision: Decision, existing: Optional[dict]) -> Outcome:
+    """An emitted decision against the request file already at its dispatch id (None:
+    the slot is free). Never overwrite a request: it may be another decision's, or being
+    processed by the consumer."""
+    outcome = Outcome.of_decision(decision)
+    if existing is None:
+        return outcome
+    owner = existing.get("source_decision_id")
+    if owner != decision.decision_id:
+        return Outcome(
+            "rejected",
+            f"dispatch id {decision.dispatch_id} already used by decision {short(owner)}",
+            source="collision",
+        )
+    return outcome._replace(
+        reason="request already in the requests folder (recovered)",
+        write=False,
+        source="collision",
+    )
+
+
+def judge_replay(
+    asked: str, prior: Optional[PriorDecision], held: Optional[str], existing: Optional[dict]
+) -> Optional[str]:
+    """Why `replay asked` must not write (None: it may). `held` is the decision_id the
+    ledger's record file holds now (None: not read yet); `existing` the request file at the
+    replayed dispatch id."""
+    if prior is None:
+        return f"decision_id {asked!r} is not in the ledger (not seen, or pruned); see 'list'"
+    if prior.outcome == "emitted":
+        return (
+            f"decision {asked} was already dispatched as {prior.dispatch_id}; approve that "
+            "request instead (a new one would need a second approval)"
+        )
+    if held is not None and held != asked:
+        return (
+            f"record file {prior.file} now holds decision {held}, not {asked}; nothing "
+            "written (replay that one by its own id if it is meant)"
+        )
+    if existing is not None:
+        owner = existing.get("source_decision_id")
+        if owner == asked:
+            return (
+                f"decision {asked} already has a request in the requests folder "
+                f"({existing.get('dispatch_id')}); approve that request instead"
+            )
+        return f"its dispatch id is already used by decision {short(owner)}; nothing written"
+    return None
 
 
 def approval_for(route: Route, config: Config) -> Tuple[bool, str]:
@@ -681,6 +945,16 @@ def ledger_name(name: str) -> str:
     except UnicodeEncodeError:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return name
+
+
+def folder_name(spelled: str) -> str:
+    """The name in the folder for a name as the ledger spells it (ledger_name undone)."""
+    if "\\x" not in spelled:
+        return spelled
+    raw = re.sub(
+        rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), spelled.encode("utf-8")
+    )
+    return os.fsdecode(raw)
 
 
 def is_record_name(name: str) -> bool:
@@ -774,14 +1048,25 @@ def libc() -> ctypes.CDLL:
     return _LIBC
 
 
+def release_free_memory() -> None:
+    """Give memory freed by a big pass (and by compiling this file at start) back to the
+    OS: glibc keeps freed heap otherwise, and RSS would stay at the high-water mark."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc().malloc_trim(0)
+
+
 class StagedWrites:
     """Request files written as a batch, durably: every temp file is written, then all are
-    flushed at once (one syncfs() for a burst instead of an fsync per file), then renamed,
-    then the folder is fsynced. Only after commit() may the ledger say they exist."""
+    flushed at once (one syncfs() for a burst instead of an fsync per file) and closed,
+    then renamed, then the folder is fsynced. Only after commit() may the ledger say they
+    exist. Each descriptor is closed BEFORE its rename: a reader watching the requests
+    folder with inotify then sees one event per request (IN_MOVED_TO), never a late
+    IN_CLOSE_WRITE under the final name."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, owner: Optional[Tuple[int, int]] = None) -> None:
         self.folder = folder
-        self.staged: List[Tuple[int, str, str]] = []  # (fd, temp path, target path)
+        self.owner = owner  # (uid, gid) when an operator command runs as root
+        self.staged: List[Tuple[int, str, str]] = []  # (fd or -1, temp path, target path)
         self.targets: set = set()
         self._syncfs: Optional[Callable[[int], int]] = None
         with contextlib.suppress(OSError, AttributeError):
@@ -792,6 +1077,14 @@ class StagedWrites:
 
     def stage(self, target: str, data: bytes) -> None:
         fd, tmp = write_temp(target, data, 0o644)
+        try:
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         if len(self.staged) >= SYNCFS_MIN_BATCH:
             # A burst: syncfs() will flush it; do not hold a descriptor per file.
             os.close(fd)
@@ -800,12 +1093,13 @@ class StagedWrites:
         self.targets.add(target)
 
     def commit(self) -> int:
-        """fsync (or one syncfs) every staged file, rename them all, fsync the folder. On
-        an error the temp files not yet renamed are removed and the error is raised."""
+        """Flush every staged file and close it, rename them all, fsync the folder. On an
+        error the temp files not yet renamed are removed and the error is raised."""
         staged, self.staged, self.targets = self.staged, [], set()
         if not staged:
             return 0
         done = 0
+        open_fds = [fd for fd, _tmp, _target in staged if fd >= 0]
         try:
             synced = False
             if len(staged) >= SYNCFS_MIN_BATCH and self._syncfs is not None:
@@ -822,14 +1116,16 @@ class StagedWrites:
                     finally:
                         if sfd != fd:
                             os.close(sfd)
+            while open_fds:
+                os.close(open_fds.pop())
             for _fd, tmp, target in staged:
                 os.replace(tmp, target)
                 done += 1
             fsync_dir(self.folder)
             return done
         finally:
-            for fd, _tmp, _target in staged:
-                if fd >= 0:
+            for fd in open_fds:
+                with contextlib.suppress(OSError):
                     os.close(fd)
             for _fd, tmp, _target in staged[done:]:
                 with contextlib.suppress(OSError):
@@ -944,6 +1240,12 @@ CREATE TABLE IF NOT EXISTS files (
     gone_at REAL
 );
 CREATE INDEX IF NOT EXISTS files_decision ON files(decision_id);
+CREATE INDEX IF NOT EXISTS files_watched ON files(outcome)
+    WHERE outcome IN ('pending', 'rejected') AND gone_at IS NULL;
+-- The listing compares every name in the folder with this (a covering index: a lookup
+-- never reads the wide rows).
+CREATE INDEX IF NOT EXISTS files_live ON files(name, size, mtime_ns, ctime_ns, inode)
+    WHERE gone_at IS NULL;
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id TEXT PRIMARY KEY,
     outcome TEXT NOT NULL,
@@ -955,25 +1257,38 @@ CREATE TABLE IF NOT EXISTS decisions (
     handled_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_dispatch ON decisions(dispatch_id);
+CREATE INDEX IF NOT EXISTS decisions_emitted ON decisions(route, decision_epoch)
+    WHERE outcome = 'emitted';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Ledger meta key: "1" when the daemon last stopped cleanly (nothing to reconcile).
+CLEAN_STOP = "clean_stop"
+# SQLite page cache per connection, in KiB (negative PRAGMA value): the index of every
+# handled file lives in the ledger, so this bounds what history costs in memory.
+LEDGER_CACHE_KIB = 2048
+# Names looked up per query when a listing is compared with the ledger.
+LOOKUP_CHUNK = 500
 
 
 class Ledger:
     """Durable record of handled files and decisions (SQLite, rollback journal,
     synchronous=FULL: a commit is on disk when it returns). A rollback journal rather than
     WAL so that an operator command run as root never leaves -wal/-shm files the service
-    user cannot open."""
+    user cannot open. It is also the daemon's index of handled files (FileIndex)."""
 
     def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = path
         if readonly:
-            uri = f"file:{quote(path)}?mode=ro"
+            # SQLite URI: only %, ? and # need escaping in the path part.
+            escaped = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+            uri = f"file:{escaped}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         else:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(f"PRAGMA cache_size=-{LEDGER_CACHE_KIB}")
+        if not readonly:
             self.db.executescript(LEDGER_SCHEMA)
         self.in_tx = False
 
@@ -1023,32 +1338,58 @@ class Ledger:
         self.rollback()
         self.db.close()
 
-    # --- reads
-    def load_files(self) -> Iterable[tuple]:
-        return self.db.execute(
-            "SELECT name, size, mtime_ns, ctime_ns, inode, outcome, handled_at FROM files "
-            "WHERE gone_at IS NULL"
+    # --- reads: files (the index)
+    _KNOWN = (
+        "SELECT name, size, mtime_ns, ctime_ns, inode, outcome, decision_id, gone_at FROM files"
+    )
+
+    @staticmethod
+    def _known(row: tuple) -> KnownFile:
+        _name, size, mtime_ns, ctime_ns, inode, outcome, decision_id, gone_at = row
+        return KnownFile(
+            FileSig(size, mtime_ns, ctime_ns, inode), outcome, decision_id, gone_at is not None
         )
 
-    def get_decision(self, decision_id: str) -> Optional[dict]:
-        row = self.db.execute(
-            "SELECT decision_id, outcome, dispatch_id, route, decision_epoch, file, reason, "
-            "handled_at FROM decisions WHERE decision_id = ?",
-            (decision_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        keys = (
-            "decision_id",
-            "outcome",
-            "dispatch_id",
-            "route",
-            "decision_epoch",
-            "file",
-            "reason",
-            "handled_at",
+    def known_file(self, name: str) -> Optional[KnownFile]:
+        """The row for one file name, also when the file went away (gone=True)."""
+        row = self.db.execute(f"{self._KNOWN} WHERE name = ?", (ledger_name(name),)).fetchone()
+        return None if row is None else self._known(row)
+
+    def inodes_of(self, names: List[str]) -> Dict[str, int]:
+        """name -> inode of files still present, for up to LOOKUP_CHUNK ledger names."""
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(
+            f"SELECT name, inode FROM files INDEXED BY files_live "
+            f"WHERE gone_at IS NULL AND name IN ({marks})",
+            names,
         )
-        return dict(zip(keys, row))
+        return dict(rows.fetchall())
+
+    def sigs_of(self, names: List[str]) -> Dict[str, Tuple[int, int, int, int]]:
+        """name -> FileSig.key() of files still present, for up to LOOKUP_CHUNK names."""
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(
+            f"SELECT name, size, mtime_ns, ctime_ns, inode FROM files INDEXED BY files_live "
+            f"WHERE gone_at IS NULL AND name IN ({marks})",
+            names,
+        )
+        return {row[0]: row[1:] for row in rows}
+
+    def watched_files(self) -> List[Tuple[str, KnownFile]]:
+        rows = self.db.execute(
+            f"{self._KNOWN} WHERE outcome IN ('pending', 'rejected') AND gone_at IS NULL"
+        ).fetchall()
+        return [(row[0], self._known(row)) for row in rows]
+
+    def live_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM files WHERE gone_at IS NULL").fetchone()[0]
+
+    def live_names_after(self, after: str, limit: int = LOOKUP_CHUNK) -> List[str]:
+        rows = self.db.execute(
+            "SELECT name FROM files WHERE gone_at IS NULL AND name > ? ORDER BY name LIMIT ?",
+            (after, limit),
+        )
+        return [r[0] for r in rows]
 
     def get_file(self, name: str) -> Optional[dict]:
         row = self.db.execute(
@@ -1061,23 +1402,42 @@ class Ledger:
         keys = ("file", "outcome", "decision_id", "dispatch_id", "reason", "handled_at", "gone_at")
         return dict(zip(keys, row))
 
-    def known_dispatch_ids(self) -> set:
+    # --- reads: decisions
+    def prior(self, decision_id: str) -> Optional[PriorDecision]:
+        row = self.db.execute(
+            "SELECT decision_id, outcome, dispatch_id, route, decision_epoch, file, reason, "
+            "handled_at FROM decisions WHERE decision_id = ?",
+            (decision_id,),
+        ).fetchone()
+        return None if row is None else PriorDecision(*row)
+
+    def get_decision(self, decision_id: str) -> Optional[dict]:
+        prior = self.prior(decision_id)
+        return None if prior is None else prior._asdict()
+
+    def emitted_among(self, dispatch_ids: List[str]) -> set:
+        """Which of up to LOOKUP_CHUNK dispatch ids the ledger has as emitted."""
+        marks = ",".join("?" * len(dispatch_ids))
         rows = self.db.execute(
-            "SELECT dispatch_id FROM decisions "
-            "WHERE outcome = 'emitted' AND dispatch_id IS NOT NULL"
+            f"SELECT dispatch_id FROM decisions WHERE outcome = 'emitted' "
+            f"AND dispatch_id IN ({marks})",
+            dispatch_ids,
         )
         return {r[0] for r in rows}
 
-    def last_emits(self) -> Dict[str, Tuple[float, str]]:
-        result: Dict[str, Tuple[float, str]] = {}
-        rows = self.db.execute(
-            "SELECT route, decision_epoch, dispatch_id FROM decisions WHERE outcome = 'emitted' "
-            "AND route IS NOT NULL AND decision_id NOT LIKE ?",
-            (HANDOFF_PREFIX + "%",),
-        )
-        for route, epoch, dispatch_id in rows:
-            if epoch is not None and (route not in result or epoch > result[route][0]):
-                result[route] = (epoch, dispatch_id)
+    def last_emits(self, routes: Iterable[str]) -> Dict[str, LastEmit]:
+        """route -> LastEmit, its latest request (for coalescing;
+        synthetic handoff checks never count)."""
+        result: Dict[str, LastEmit] = {}
+        for route in routes:
+            row = self.db.execute(
+                "SELECT decision_epoch, dispatch_id FROM decisions "
+                "WHERE outcome = 'emitted' AND route = ? AND decision_epoch IS NOT NULL "
+                "AND decision_id NOT LIKE ? ORDER BY decision_epoch DESC LIMIT 1",
+                (route, HANDOFF_PREFIX + "%"),
+            ).fetchone()
+            if row is not None:
+                result[route] = LastEmit(*row)
         return result
 
     def counts(self) -> Dict[str, int]:
@@ -1104,7 +1464,7 @@ class Ledger:
     def put_file(
         self,
         name: str,
-        sig: Tuple[int, int, int, int],
+        sig: FileSig,
         outcome: str,
         decision_id: Optional[str],
         dispatch_id: Optional[str],
@@ -1115,7 +1475,7 @@ class Ledger:
             "INSERT OR REPLACE INTO files (name, size, mtime_ns, ctime_ns, inode, outcome, "
             "decision_id, dispatch_id, reason, handled_at, gone_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",
-            (ledger_name(name), *sig, outcome, decision_id, dispatch_id, reason, now),
+            (ledger_name(name), *sig.key(), outcome, decision_id, dispatch_id, reason, now),
         )
 
     def put_decision(
@@ -1135,11 +1495,12 @@ class Ledger:
             (decision_id, outcome, dispatch_id, route, epoch, file, reason, now),
         )
 
-    def mark_gone(self, name: str, now: float) -> None:
-        self.db.execute(
+    def mark_gone(self, name: str, now: float) -> bool:
+        cur = self.db.execute(
             "UPDATE files SET gone_at = ? WHERE name = ? AND gone_at IS NULL",
             (now, ledger_name(name)),
         )
+        return cur.rowcount > 0
 
     def meta_set(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -1330,116 +1691,201 @@ def acquire_lock(lock_file: str) -> int:
     return fd
 
 
-class FileState:
-    """What the index knows about one record file (slots: 20 000 of these stay small)."""
+def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
+    """Read a record without following symlinks or blocking on a FIFO; the signature is of
+    the open file, and a file that changes while being read counts as still being written."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RecordRejected("symlink (never followed)") from None
+        if exc.errno == errno.ENOENT:
+            raise RecordRejected("file vanished while being read", True) from None
+        raise RecordRejected(f"unreadable: {exc.strerror}") from None
+    try:
+        before = FileSig.of(os.fstat(fd))
+        if not stat.S_ISREG(before.mode):
+            raise RecordRejected("not a regular file")
+        chunks = []
+        total = 0
+        while total <= cap:
+            try:
+                chunk = os.read(fd, min(1 << 20, cap + 1 - total))
+            except OSError as exc:
+                raise RecordRejected(f"unreadable: {exc.strerror}") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:
+            raise RecordRejected(f"file is over max_record_bytes {cap}")
+        after = FileSig.of(os.fstat(fd))
+        if after.key() != before.key():
+            raise RecordRejected("file changed while being read", True)
+        return b"".join(chunks), after
+    finally:
+        os.close(fd)
 
-    __slots__ = ("ctime_ns", "inode", "mtime_ns", "outcome", "retry_at", "size")
 
-    def __init__(self, size: int, mtime_ns: int, ctime_ns: int, inode: int, outcome: str) -> None:
-        self.size = size
-        self.mtime_ns = mtime_ns
-        self.ctime_ns = ctime_ns
-        self.inode = inode
-        self.outcome = outcome
-        self.retry_at = 0.0
-
-    def sig(self) -> Tuple[int, int, int, int]:
-        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+def read_json_quiet(path: str) -> Optional[dict]:
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(4 << 20))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
-def stat_sig(st: os.stat_result) -> Tuple[int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+# ======================================================================================
+# The daemon, one class per job:
+#   FileIndex    what is known about each record file (in the ledger, not in memory)
+#   Watcher      which names need a look (inotify, folder listing, hourly stat scan)
+#   Batch        the one write path: request files durable first, then the ledger rows
+#   StateReport  counters, last ids, log line per outcome, state.json
+#   ReplayInbox  operator replays asked of the running daemon
+#   Daemon       the loop that wires them: read -> judge -> decide -> apply
+# ======================================================================================
 
 
-class Daemon:
-    """The shell: owns the lock, ledger, log, index of known files and the main loop."""
+class Judged(NamedTuple):
+    """judge_record_file's answer: the outcome and the signature of the file as read."""
 
-    def __init__(
-        self,
-        config: Config,
-        log: JsonLog,
-        clock: Callable[[], float] = time.time,
-        use_inotify: bool = True,
+    outcome: Outcome
+    sig: FileSig
+
+
+def judge_record_file(
+    config: Config,
+    name: str,
+    sig: FileSig,
+    known: Optional[KnownFile],
+    now: float,
+    *,
+    prior_of: Callable[[str], Optional[PriorDecision]],
+    existing: Callable[[str], Optional[dict]],
+    last_emit: Dict[str, LastEmit],
+    look_again: bool = False,
+) -> Optional[Judged]:
+    """read -> judge -> decide for one record file: the daemon and `explain` both call
+    this. `prior_of` looks a decision up in the ledger, `existing` the request file at a
+    dispatch id. None: unchanged since it was handled (nothing to do)."""
+    verdict = judge_file(sig, name, config, known, now, look_again)
+    if verdict.action == SKIP:
+        return None
+    if verdict.action == DECIDED:
+        assert verdict.outcome is not None
+        return Judged(verdict.outcome, sig)
+    path = os.path.join(config.records_dir, name)
+    try:
+        data, sig = read_record_bytes(path, config.max_record_bytes)
+        valid = read_valid_record(data)
+    except RecordRejected as problem:
+        return Judged(judge_unreadable(problem, sig, known, config, now), sig)
+    early = judge_prior(name, valid.decision_id, prior_of(valid.decision_id), known)
+    if early is not None:
+        return Judged(early, sig)
+    decision = decide(
+        valid, record_path=path, mtime=sig.mtime, config=config, now=now, last_emit=last_emit
+    )
+    if decision.outcome != "emitted":
+        return Judged(Outcome.of_decision(decision), sig)
+    assert decision.dispatch_id is not None
+    return Judged(judge_collision(decision, existing(decision.dispatch_id)), sig)
+
+
+class FileIndex:
+    """What is known about each record file. It lives in the ledger (SQLite with a bounded
+    page cache), so memory stays flat however long the history; only the few files still
+    pending or rejected are kept in memory, because they are re-stat'ed on every pass."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.watched: Dict[str, KnownFile] = {}
+        self.tracked = 0  # files present and known (state.json tracked_files)
+
+    def load(self) -> None:
+        self.watched = {folder_name(n): known for n, known in self.ledger.watched_files()}
+        self.tracked = self.ledger.live_count()
+
+    def lookup(self, name: str) -> Optional[KnownFile]:
+        known = self.watched.get(name)
+        return known if known is not None else self.ledger.known_file(name)
+
+    def put(
+        self, name: str, sig: FileSig, outcome: Outcome, known: Optional[KnownFile], now: float
     ) -> None:
+        self.ledger.begin()
+        self.ledger.put_file(
+            name,
+            sig,
+            outcome.outcome,
+            outcome.decision_id,
+            outcome.dispatch_id,
+            outcome.reason,
+            now,
+        )
+        if known is None or known.gone:
+            self.tracked += 1
+        if outcome.outcome in WATCHED_OUTCOMES:
+            self.watched[name] = KnownFile(
+                sig, outcome.outcome, outcome.decision_id, retry_at=outcome.retry_at
+            )
+        else:
+            self.watched.pop(name, None)
+
+    def forget(self, name: str, now: float) -> None:
+        """The file went away: its row stays (marked gone) until the retention prunes it."""
+        self.watched.pop(name, None)
+        known = self.ledger.known_file(name)
+        if known is None or known.gone:
+            return  # never handled (e.g. renamed away at once): nothing to write
+        self.ledger.begin()
+        if self.ledger.mark_gone(name, now):
+            self.tracked -= 1
+
+    def pending_count(self) -> int:
+        return sum(1 for k in self.watched.values() if k.outcome == "pending")
+
+    def next_retry(self) -> Optional[float]:
+        due = [k.retry_at for k in self.watched.values() if k.outcome == "pending"]
+        return min(due) if due else None
+
+
+class Watcher:
+    """Which record names need a look. inotify reports names within milliseconds; the
+    safety net (every poll) stats the folder and lists it only when its mtime changed;
+    once an hour every file is stat'ed. A listing is compared with the index chunk by
+    chunk in SQLite: no Python set of every name, no list of 100 000 directory entries."""
+
+    def __init__(self, config: Config, log: JsonLog, use_inotify: bool) -> None:
         self.config = config
         self.log = log
-        self.clock = clock
         self.use_inotify = use_inotify
-        self.ledger: Optional[Ledger] = None
-        self.lock_fd: Optional[int] = None
         self.inotify: Optional[Inotify] = None
-        self.notifier = Notifier()
-        self.index: Dict[str, FileState] = {}
-        # Names whose outcome is pending or rejected: re-stat'ed on every pass.
-        self.watched: set = set()
-        self.last_emit: Dict[str, Tuple[float, str]] = {}
-        self.counters: Dict[str, int] = {k: 0 for k in OUTCOMES}
-        self.counters["errors"] = 0
-        self.last_dispatch_id = ""
-        self.last_decision_id = ""
-        self.last_error = ""
-        self.records_dir_ok = True
-        self.dir_mtime_ns: Optional[int] = None  # listing is up to date for this mtime
+        self.mode = "poll"
+        self.error = ""
+        self.dir_mtime_ns: Optional[int] = None  # the listing is up to date for this mtime
+        self.rewatch = False  # re-add the watch at the next pass (folder replaced)
         self.last_full_scan = 0.0
-        self.last_poll = 0.0
-        self.last_state_write = 0.0
-        self.state_dirty = True
-        self.started_at = clock()
-        self.batch_written = 0
-        self.writes = StagedWrites(config.requests_dir)
-        self.stop_requested = False
-        self.reload_requested = False
-        self.poll_requested = False
-        self.status = "starting"
-        self.watch_mode = "poll"
-        self.watch_error = ""
-        self.rewatch = False  # re-add the inotify watch at the next pass (folder replaced)
 
-    # ---------------------------------------------------------------- start / stop
-    def start(self, hold_lock: bool = True) -> None:
-        cfg = self.config
-        for folder in (
-            os.path.dirname(cfg.state_file),
-            cfg.requests_dir,
-            os.path.dirname(cfg.ledger_file),
-        ):
-            os.makedirs(folder, mode=0o750, exist_ok=True)
-        if hold_lock:
-            self.lock_fd = acquire_lock(cfg.lock_file)
-        remove_stale_temps(cfg.requests_dir)
-        remove_stale_temps(os.path.dirname(cfg.state_file))
-        self.ledger, rebuilt = Ledger.open_or_recover(cfg.ledger_file, self.log)
-        raw = self.ledger.meta_get("counters")
-        if raw and not rebuilt:
-            with contextlib.suppress(ValueError, TypeError):
-                saved = json.loads(raw)
-                for key in self.counters:
-                    if _is_int(saved.get(key)):
-                        self.counters[key] = saved[key]
-        for key in ("last_dispatch_id", "last_decision_id"):
-            setattr(self, key, self.ledger.meta_get(key) or "")
-        self.reconcile_requests()
-        for name, size, mtime_ns, ctime_ns, inode, outcome, _handled in self.ledger.load_files():
-            self._index_set(name, FileState(size, mtime_ns, ctime_ns, inode, outcome))
-        self.last_emit = self.ledger.last_emits()
-        if self.use_inotify:
-            self._watch()
+    @property
+    def fd(self) -> Optional[int]:
+        return None if self.inotify is None else self.inotify.fd
 
-    def _watch(self) -> None:
-        if self.inotify is not None:
-            self.inotify.close()
-            self.inotify = None
-        self.watch_mode = "poll"
+    def arm(self) -> None:
+        if not self.use_inotify:
+            return
+        self.close()
         try:
             self.inotify = Inotify(self.config.records_dir)
-            self.watch_mode = "inotify"
-            self.watch_error = ""
+            self.mode = "inotify"
+            self.error = ""
         except (OSError, AttributeError) as exc:
             # Missing folder or no inotify (old kernel, exhausted watches): polling only.
             self.inotify = None
-            if str(exc) == self.watch_error:
+            if str(exc) == self.error:
                 return  # said once already
-            self.watch_error = str(exc)
+            self.error = str(exc)
             self.log.event(
                 "error",
                 level="WARNING",
@@ -1447,30 +1893,204 @@ class Daemon:
                 reason=f"inotify unavailable ({exc}); polling every {self.config.poll_seconds:g} s",
             )
 
-    def reconcile_requests(self) -> None:
-        """The requests folder is the truth: adopt any request the ledger does not know
-        (written just before a crash, or the ledger was lost)."""
-        assert self.ledger is not None
-        known = self.ledger.known_dispatch_ids()
-        adopted = 0
-        try:
-            entries = list(os.scandir(self.config.requests_dir))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            name = entry.name
-            if not is_record_name(name) or name[:-5] in known:
+    def close(self) -> None:
+        if self.inotify is not None:
+            self.inotify.close()
+            self.inotify = None
+        self.mode = "poll"
+
+    def drain(self) -> Tuple[set, bool]:
+        """Names inotify reported, gathered while events keep coming (a burst becomes one
+        batch), and whether the queue overflowed (then: a full scan)."""
+        assert self.inotify is not None
+        names, overflow = self.inotify.read()
+        records = sum(1 for n in names if is_record_name(n))
+        gather_until = time.monotonic() + EVENT_GATHER_MAX
+        while time.monotonic() < gather_until and not overflow and records < BATCH_MAX:
+            more, _, _ = select.select([self.inotify.fd], [], [], EVENT_GATHER_GAP)
+            if not more:
+                break
+            extra, overflow = self.inotify.read()
+            records += sum(1 for n in extra - names if is_record_name(n))
+            names |= extra
+        if self.inotify.lost:
+            self.close()
+            self.dir_mtime_ns = None
+            self.rewatch = True
+        return names, overflow
+
+    def folder_mtime_ns(self) -> int:
+        """Raises OSError when the records folder is missing or not a folder."""
+        dst = os.stat(self.config.records_dir)
+        if not stat.S_ISDIR(dst.st_mode):
+            raise NotADirectoryError(self.config.records_dir)
+        return dst.st_mtime_ns
+
+    def listed(self, mtime_ns: int, full: bool, now: float) -> None:
+        # A folder changed within the last second may change again with the same coarse
+        # timestamp: only trust a listing of an older mtime (racy-git rule).
+        trusted = (time.time_ns() - mtime_ns) > 1_000_000_000
+        self.dir_mtime_ns = mtime_ns if trusted else None
+        if full:
+            self.last_full_scan = now
+
+    def changed_names(self, index: FileIndex, with_stat: bool, now: float) -> List[str]:
+        """Names that need a look: new, replaced (other inode), or (with_stat) changed.
+        Files the index has but the folder no longer holds are marked gone. Raises
+        OSError when the folder cannot be listed."""
+        todo: List[str] = []
+        seen_known = 0
+        chunk: List[os.DirEntry] = []
+        with os.scandir(self.config.records_dir) as entries:
+            for entry in entries:
+                if is_record_name(entry.name):
+                    chunk.append(entry)
+                    if len(chunk) >= LOOKUP_CHUNK:
+                        seen_known += self._compare(chunk, index, with_stat, todo)
+                        chunk = []
+        if chunk:
+            seen_known += self._compare(chunk, index, with_stat, todo)
+        missing = index.ledger.live_count() - seen_known
+        if missing > 0:
+            self._mark_gone(index, missing, now)
+        return todo
+
+    @staticmethod
+    def _compare(
+        chunk: List[os.DirEntry], index: FileIndex, with_stat: bool, todo: List[str]
+    ) -> int:
+        """Adds the entries that need a look to `todo`; returns how many the index knows.
+        Plain tuples, no objects per file: this runs over every name of a long history."""
+        spelled = [ledger_name(e.name) for e in chunk]
+        if not with_stat:
+            inodes = index.ledger.inodes_of(spelled)
+            for entry, name in zip(chunk, spelled):
+                if inodes.get(name) != entry.inode():  # new (None) or replaced
+                    todo.append(entry.name)
+            return len(inodes)
+        sigs = index.ledger.sigs_of(spelled)
+        for entry, name in zip(chunk, spelled):
+            known = sigs.get(name)
+            if known is None:
+                todo.append(entry.name)
                 continue
             try:
-                with open(entry.path, "rb") as fh:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                todo.append(entry.name)
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != known:
+                todo.append(entry.name)
+        return len(sigs)
+
+    def _mark_gone(self, index: FileIndex, missing: int, now: float) -> None:
+        """`missing` indexed files are no longer in the folder: find them (rare: the
+        decision service never prunes; inotify usually reported them already)."""
+        after = ""
+        while missing > 0:
+            names = index.ledger.live_names_after(after)
+            if not names:
+                return
+            after = names[-1]
+            for spelled in names:
+                name = folder_name(spelled)
+                if not os.path.lexists(os.path.join(self.config.records_dir, name)):
+                    index.forget(name, now)
+                    missing -= 1
+
+
+class Batch:
+    """The one write path for requests, for the daemon's passes and for `replay` alike: a
+    request is staged as a temp file, and the ledger rows of the batch are committed only
+    after every staged file is durable and renamed (requests first, then the ledger). A
+    dispatch id already taken (in the folder or in this batch) is never written again."""
+
+    def __init__(self, config: Config, ledger: Ledger, owner: Optional[Tuple[int, int]]) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.writes = StagedWrites(config.requests_dir, owner)
+        self.failed = False  # a commit failed: requests may be on disk the ledger lacks
+
+    def target(self, dispatch_id: str) -> str:
+        return os.path.join(self.config.requests_dir, dispatch_id + ".json")
+
+    def existing(self, dispatch_id: str) -> Optional[dict]:
+        """The request at this dispatch id, if any (also one staged in this batch)."""
+        target = self.target(dispatch_id)
+        doc = read_json_quiet(target)
+        if doc is None and target in self.writes.targets:
+            return IN_THIS_BATCH
+        return doc
+
+    def stage(self, decision: Decision) -> None:
+        assert decision.dispatch_id is not None and decision.request is not None
+        self.writes.stage(self.target(decision.dispatch_id), dump_json(decision.request))
+
+    @property
+    def full(self) -> bool:
+        return len(self.writes) >= BATCH_MAX
+
+    def finish(self, meta: Dict[str, str]) -> None:
+        """Make the batch durable: requests folder fsync first, then the ledger commit."""
+        if len(self.writes):
+            try:
+                self.writes.commit()
+            except BaseException:
+                # Nothing may claim a request that is not on disk; some may be on disk
+                # that the ledger does not claim: the next start must reconcile.
+                self.failed = True
+                self.writes.abort()
+                self.ledger.rollback()
+                raise
+        if self.ledger.in_tx:
+            for key, value in meta.items():
+                self.ledger.meta_set(key, value)
+            self.ledger.commit()
+
+    def reconcile(self, log: JsonLog, now: float) -> None:
+        """The requests folder is the truth: adopt any request the ledger does not know
+        (written just before a crash, or the ledger was lost). Streamed in chunks: the
+        folder may hold a request per decision of a long history."""
+        adopted = 0
+        try:
+            with os.scandir(self.config.requests_dir) as entries:
+                chunk: List[str] = []
+                for entry in entries:
+                    if is_record_name(entry.name):
+                        chunk.append(entry.name)
+                        if len(chunk) >= LOOKUP_CHUNK:
+                            adopted += self._adopt(chunk, log, now)
+                            chunk = []
+                adopted += self._adopt(chunk, log, now)
+        except FileNotFoundError:
+            return
+        self.ledger.commit()
+        if adopted:
+            log.event(
+                "recovered",
+                level="INFO",
+                reason=f"adopted {adopted} request(s) from the requests folder into the ledger",
+            )
+
+    def _adopt(self, names: List[str], log: JsonLog, now: float) -> int:
+        if not names:
+            return 0
+        known = self.ledger.emitted_among([n[:-5] for n in names])
+        adopted = 0
+        for name in names:
+            if name[:-5] in known:
+                continue
+            path = os.path.join(self.config.requests_dir, name)
+            try:
+                with open(path, "rb") as fh:
                     doc = json.loads(fh.read(4 << 20))
                 decision_id = doc["source_decision_id"]
                 dispatch_id = doc["dispatch_id"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                self.log.event(
+                log.event(
                     "error",
                     level="WARNING",
-                    file=entry.path,
+                    file=path,
                     reason=f"unreadable request file ignored in reconcile: {exc}",
                 )
                 continue
@@ -1490,459 +2110,105 @@ class Daemon:
                 epoch,
                 os.path.basename(source) if isinstance(source, str) else None,
                 "adopted from the requests folder",
-                self.clock(),
+                now,
             )
             adopted += 1
-        self.ledger.commit()
-        if adopted:
-            self.log.event(
-                "recovered",
-                level="INFO",
-                reason=f"adopted {adopted} request(s) from the requests folder into the ledger",
-            )
+        return adopted
 
-    def stop(self) -> None:
-        if self.ledger is not None:
-            self.finish_batch()
-            self.ledger.close()
-            self.ledger = None
-        if self.inotify is not None:
-            self.inotify.close()
-            self.inotify = None
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)
-            self.lock_fd = None
 
-    # ---------------------------------------------------------------- passes
-    def scan(self, full: bool = False, names: Optional[Iterable[str]] = None) -> int:
-        """One pass. `names`: only these (inotify); `full`: stat every file; else the cheap
-        safety net (folder mtime, listing only when it changed, watched files)."""
-        now = self.clock()
-        handled = 0
-        todo: Dict[str, Optional[os.stat_result]] = {}
-        records_dir = self.config.records_dir
-        if names is not None:
-            for name in names:
-                if is_record_name(name):
-                    todo[name] = None
-        else:
-            try:
-                dst = os.stat(records_dir)
-                if not stat.S_ISDIR(dst.st_mode):
-                    raise NotADirectoryError(records_dir)
-            except OSError as exc:
-                self._records_dir_problem(f"records folder unusable: {exc}")
-                return 0
-            # A folder that failed stays suspect until it can be listed again; a chmod
-            # does not change its mtime, so list it on every pass until then.
-            recovering = not self.records_dir_ok
-            if recovering:
-                full = True
-            if self.rewatch and self.use_inotify:
-                self.rewatch = False
-                self._watch()
-                full = True
-            if full or dst.st_mtime_ns != self.dir_mtime_ns:
-                listed = self._list(full)
-                if listed is None:
-                    return 0
-                if recovering:
-                    self.records_dir_ok = True
-                    self.state_dirty = True
-                    reason = f"records folder {records_dir} is usable again"
-                    self.log.event("recovered", reason=reason)
-                    if self.use_inotify:
-                        self._watch()  # the old watch (if any) may belong to a replaced folder
-                todo.update(listed)
-                # A folder changed within the last second may change again with the same
-                # coarse timestamp: only trust a listing of an older mtime (racy-git rule).
-                trusted = (time.time_ns() - dst.st_mtime_ns) > 1_000_000_000
-                self.dir_mtime_ns = dst.st_mtime_ns if trusted else None
-                if full:
-                    self.last_full_scan = now
-            for name in self.watched:
-                todo.setdefault(name, None)
-        # Stat first so the batch runs oldest first (coalescing follows decision order).
-        stats: Dict[str, Optional[os.stat_result]] = {}
-        for name, st in todo.items():
-            if st is None:
-                try:
-                    st = os.lstat(os.path.join(records_dir, name))
-                except OSError:
-                    st = None  # gone, or _consider stats again and reports why
-            stats[name] = st
-        order = sorted(stats, key=lambda n: (stats[n].st_mtime_ns if stats[n] else 0, n))
-        for name in order:
-            if self.stop_requested:
-                break  # SIGTERM: the write in hand is done; the rest waits for the next start
-            handled += self._consider(name, stats[name], now)
-            if self.batch_written >= BATCH_MAX:
-                self.finish_batch()
-            if handled and handled % 128 == 0:
-                self.notifier.ping(self.clock())
-        self.finish_batch()
-        return handled
+def judge_health(doc: dict, running: bool, heartbeat_seconds: float, now: float) -> dict:
+    """THE freshness rule (`status --json` -> `healthy`; the role asks for it): a process
+    holds the lock, state.json says `running`, and it was written within 2 x heartbeat
+    + 5 s (the daemon rewrites it at least every heartbeat)."""
+    ts = parse_iso_utc(doc.get("timestamp_utc"))
+    age = None if ts is None else round(now - ts, 3)
+    fresh = age is not None and age <= 2 * heartbeat_seconds + 5
+    return {
+        "running": running,
+        "state_age_s": age,
+        "healthy": bool(running and fresh and doc.get("status") == "running"),
+    }
 
-    def _records_dir_problem(self, reason: str) -> None:
-        if self.records_dir_ok:
-            self.records_dir_ok = False
-            self.state_dirty = True
-            self.last_error = reason
-            self.counters["errors"] += 1
-            self.log.event("error", level="ERROR", file=self.config.records_dir, reason=reason)
 
-    def _list(self, with_stat: bool) -> Optional[Dict[str, Optional[os.stat_result]]]:
-        """Names that need a look: new, replaced (other inode), or (with_stat) changed.
-        Also marks files that disappeared as gone."""
-        todo: Dict[str, Optional[os.stat_result]] = {}
-        seen = set()
-        try:
-            with os.scandir(self.config.records_dir) as it:
-                for entry in it:
-                    name = entry.name
-                    if not is_record_name(name):
-                        continue
-                    seen.add(name)
-                    known = self.index.get(name)
-                    if known is None:
-                        todo[name] = None
-                    elif with_stat:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            todo[name] = None
-                            continue
-                        if stat_sig(st) != known.sig():
-                            todo[name] = st
-                    elif entry.inode() != known.inode:
-                        todo[name] = None
-        except OSError as exc:
-            self._records_dir_problem(f"cannot list records folder: {exc}")
-            return None
-        gone = [n for n in self.index if n not in seen]
-        if gone:
-            assert self.ledger is not None
-            self.ledger.begin()
-            now = self.clock()
-            for name in gone:
-                self.ledger.mark_gone(name, now)
-                self._index_drop(name)
-        return todo
+class StateReport:
+    """Counters, last ids and status: one log line per outcome, and state.json (small and
+    bounded, rewritten when something changed, at most every STATE_MIN_INTERVAL, and at
+    every heartbeat)."""
 
-    def _consider(self, name: str, st: Optional[os.stat_result], now: float) -> int:
-        """Look at one name; handle it when it is new or changed. Returns 1 if handled."""
-        path = os.path.join(self.config.records_dir, name)
-        if st is None:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                if name in self.index:
-                    assert self.ledger is not None
-                    self.ledger.begin()
-                    self.ledger.mark_gone(name, now)
-                    self._index_drop(name)
-                return 0
-            except OSError as exc:
-                self._outcome(
-                    name, (0, 0, 0, 0), "rejected", f"cannot stat: {exc.strerror}", None, None, now
-                )
-                return 1
-        sig = stat_sig(st)
-        known = self.index.get(name)
-        unchanged = known is not None and known.sig() == sig
-        if unchanged and (known.outcome != "pending" or now < known.retry_at):
-            return 0
-        try:
-            self._handle(name, path, st, sig, now)
-        except sqlite3.Error:
-            raise  # the ledger is broken: exit non-zero and let systemd restart us
-        except OSError as exc:
-            # Disk full, requests folder unwritable...: not the record's fault. Leave it
-            # unhandled so it is retried on the next poll (the listing is forced).
-            self.counters["errors"] += 1
-            self.last_error = f"{name}: {exc}"
-            self.dir_mtime_ns = None
-            self.state_dirty = True
-            self.log.event("error", level="ERROR", file=name, reason=f"will retry: {exc}")
-            return 0
-        except Exception as exc:  # a bug must not stop the daemon; it is logged and counted
-            self.counters["errors"] += 1
-            self.last_error = f"{name}: {type(exc).__name__}: {exc}"
-            self._outcome(
-                name,
-                sig,
-                "rejected",
-                f"internal error: {type(exc).__name__}: {exc}",
-                None,
-                None,
-                now,
-            )
-        return 1
+    def __init__(self, log: JsonLog, started_at: float) -> None:
+        self.log = log
+        self.counters: Dict[str, int] = {k: 0 for k in OUTCOMES}
+        self.counters["errors"] = 0
+        self.last_dispatch_id = ""
+        self.last_decision_id = ""
+        self.last_error = ""
+        self.records_dir_ok = True
+        self.status = "starting"
+        self.started_at = started_at
+        self.last_write = 0.0
+        self.dirty = True
 
-    def _handle(
-        self, name: str, path: str, st: os.stat_result, sig: Tuple[int, int, int, int], now: float
-    ) -> None:
-        cfg = self.config
-        if ledger_name(name) != name:
-            self._outcome(name, sig, "rejected", "file name is not valid UTF-8", None, None, now)
+    def restore(self, ledger: Ledger, rebuilt: bool) -> None:
+        raw = ledger.meta_get("counters")
+        if raw and not rebuilt:
+            with contextlib.suppress(ValueError, TypeError):
+                saved = json.loads(raw)
+                for key in self.counters:
+                    if _is_int(saved.get(key)):
+                        self.counters[key] = saved[key]
+        self.last_dispatch_id = ledger.meta_get("last_dispatch_id") or ""
+        self.last_decision_id = ledger.meta_get("last_decision_id") or ""
+
+    def meta(self) -> Dict[str, str]:
+        """What the ledger keeps across restarts (committed with every batch)."""
+        return {
+            "counters": json.dumps(self.counters, sort_keys=True),
+            "last_dispatch_id": self.last_dispatch_id,
+            "last_decision_id": self.last_decision_id,
+        }
+
+    def outcome(self, name: str, outcome: Outcome, event: Optional[str] = None) -> None:
+        self.dirty = True
+        if not outcome.log:
             return
-        if stat.S_ISLNK(st.st_mode):
-            self._outcome(name, sig, "rejected", "symlink (never followed)", None, None, now)
-            return
-        if not stat.S_ISREG(st.st_mode):
-            self._outcome(name, sig, "rejected", "not a regular file", None, None, now)
-            return
-        if st.st_size > cfg.max_record_bytes:
-            self._outcome(
-                name,
-                sig,
-                "rejected",
-                f"file is {st.st_size} bytes, over max_record_bytes {cfg.max_record_bytes}",
-                None,
-                None,
-                now,
-            )
-            return
-        try:
-            data, sig = read_record_bytes(path, cfg.max_record_bytes)
-        except RecordRejected as exc:
-            self._reject_or_wait(name, sig, st, exc, now)
-            return
-        try:
-            record = parse_record(data)
-            decision_id, _type = validate_record(record)
-        except RecordRejected as exc:
-            self._reject_or_wait(name, sig, st, exc, now)
-            return
-        assert self.ledger is not None
-        prior = self.ledger.get_decision(decision_id)
-        if prior is not None and prior["outcome"] in DISPATCHED_OUTCOMES:
-            if prior["file"] in (None, name):
-                # Same file seen again: it keeps the decision's outcome and no second request
-                # is written. When the file row is missing the request was adopted after a
-                # crash (or a lost ledger) and this is the first time it is counted; when the
-                # row is there the file was only touched and nothing is logged.
-                row = self.ledger.get_file(name)
-                touched = row is not None and row["decision_id"] == decision_id
-                self._outcome(
-                    name,
-                    sig,
-                    prior["outcome"],
-                    f"already handled: {prior['outcome']} as {prior['dispatch_id']}"
-                    if touched
-                    else "request found in the requests folder (recovered after a restart)",
-                    decision_id,
-                    prior["dispatch_id"],
-                    now,
-                    log_event=not touched,
-                )
-                return
-            self._outcome(
-                name,
-                sig,
-                "duplicate",
-                f"decision_id already {prior['outcome']} as {prior['dispatch_id']} "
-                f"from {prior['file']}; no new request",
-                decision_id,
-                prior["dispatch_id"],
-                now,
-            )
-            return
-        decision = decide(
-            record,
-            record_path=path,
-            mtime=st.st_mtime,
-            config=cfg,
-            now=now,
-            last_emit=self.last_emit,
-        )
-        if decision.outcome == "emitted":
-            self._emit(name, sig, decision, now)
-            return
-        self.ledger.begin()
-        self.ledger.put_decision(
-            decision_id,
-            decision.outcome,
-            decision.dispatch_id,
-            decision.route,
-            decision.decision_epoch,
-            name,
-            decision.reason,
-            now,
-        )
-        self._outcome(
-            name,
-            sig,
-            decision.outcome,
-            decision.reason,
-            decision_id,
-            decision.dispatch_id,
-            now,
-            route=decision.route,
+        self.counters[outcome.outcome] = self.counters.get(outcome.outcome, 0) + 1
+        level = "WARNING" if outcome.outcome in ("rejected", "unrouted", "stale") else "INFO"
+        request = outcome.decision.request if outcome.decision is not None else None
+        self.log.event(
+            event or outcome.outcome,
+            level=level,
+            file=name,
+            decision_id=outcome.decision_id,
+            dispatch_id=outcome.dispatch_id,
+            reason=outcome.reason or None,
+            route=outcome.route,
+            status=request["status"] if request is not None else None,
         )
 
-    def _reject_or_wait(
-        self,
-        name: str,
-        sig: Tuple[int, int, int, int],
-        st: os.stat_result,
-        exc: RecordRejected,
-        now: float,
-    ) -> None:
-        # A file that may still be being written is retried until settle_seconds after its
-        # last change; only then is it rejected (and even then a later change re-opens it).
-        known = self.index.get(name)
-        if known is not None and known.outcome == "pending" and known.sig() == sig:
-            settle_until = known.retry_at - 0.05  # unchanged since: keep the first deadline
-        else:
-            # min(): a file stamped in the future (clock skew) must not stay pending forever.
-            settle_until = min(st.st_mtime, now) + self.config.settle_seconds
-        if exc.retryable and now < settle_until:
-            first = known is None or known.outcome != "pending"  # one line per file, not per write
-            self._outcome(
-                name,
-                sig,
-                "pending",
-                f"{exc.reason}; retrying until it settles",
-                None,
-                None,
-                now,
-                log_event=first,
-            )
-            self.index[name].retry_at = settle_until + 0.05
-            return
-        self._outcome(name, sig, "rejected", exc.reason, None, None, now)
-
-    def _emit(
-        self, name: str, sig: Tuple[int, int, int, int], decision: Decision, now: float
-    ) -> None:
-        assert self.ledger is not None and decision.request is not None
-        dispatch_id = decision.dispatch_id
-        assert dispatch_id is not None
-        target = os.path.join(self.config.requests_dir, dispatch_id + ".json")
-        reason = ""
-        existing = read_json_quiet(target)
-        if existing is None and target in self.writes.targets:
-            existing = {"source_decision_id": "(a decision in the same batch)"}
-        if existing is not None:
-            if existing.get("source_decision_id") != decision.decision_id:
-                self._outcome(
-                    name,
-                    sig,
-                    "rejected",
-                    f"dispatch id {dispatch_id} already used by decision "
-                    f"{short(existing.get('source_decision_id'))}",
-                    None,
-                    None,
-                    now,
-                )
-                return
-            reason = "request already in the requests folder (recovered)"
-        else:
-            # Request first, durable; the ledger row only after (see finish_batch).
-            self.writes.stage(target, dump_json(decision.request))
-            self.batch_written += 1
-        self.ledger.begin()
-        self.ledger.put_decision(
-            decision.decision_id,
-            "emitted",
-            dispatch_id,
-            decision.route,
-            decision.decision_epoch,
-            name,
-            reason,
-            now,
-        )
+    def emitted(self, decision: Decision) -> None:
+        # Synthetic handoff checks never become last_dispatch_id (a published output).
         if not is_handoff(decision.decision_id):
-            last = self.last_emit.get(decision.route or "")
-            if last is None or decision.decision_epoch >= last[0]:
-                self.last_emit[decision.route or ""] = (decision.decision_epoch, dispatch_id)
-            self.last_dispatch_id = dispatch_id
+            self.last_dispatch_id = decision.dispatch_id or ""
             self.last_decision_id = decision.decision_id
-        self._outcome(
-            name,
-            sig,
-            "emitted",
-            reason,
-            decision.decision_id,
-            dispatch_id,
-            now,
-            route=decision.route,
-            status=decision.request["status"],
-        )
 
-    def _outcome(
-        self,
-        name: str,
-        sig: Tuple[int, int, int, int],
-        outcome: str,
-        reason: str,
-        decision_id: Optional[str],
-        dispatch_id: Optional[str],
-        now: float,
-        log_event: bool = True,
-        **extra: Any,
-    ) -> None:
-        assert self.ledger is not None
-        self.ledger.begin()
-        self.ledger.put_file(name, sig, outcome, decision_id, dispatch_id, reason, now)
-        self._index_set(name, FileState(*sig, outcome))
-        if log_event:
-            self.counters[outcome] = self.counters.get(outcome, 0) + 1
-            level = "WARNING" if outcome in ("rejected", "unrouted", "stale") else "INFO"
-            self.log.event(
-                outcome,
-                level=level,
-                file=name,
-                decision_id=decision_id,
-                dispatch_id=dispatch_id,
-                reason=reason or None,
-                **extra,
-            )
-        self.state_dirty = True
+    def error(self, reason: str, level: str = "ERROR", **fields: Any) -> None:
+        """A failure not caused by a record (disk, folder, refused reload)."""
+        self.counters["errors"] += 1
+        self.last_error = reason
+        self.dirty = True
+        self.log.event("error", level=level, reason=reason, **fields)
 
-    def _index_set(self, name: str, info: FileState) -> None:
-        self.index[name] = info
-        if info.outcome in WATCHED_OUTCOMES:
-            self.watched.add(name)
-        else:
-            self.watched.discard(name)
+    def folder_problem(self, reason: str, folder: str) -> None:
+        if self.records_dir_ok:  # said once, not on every pass while it lasts
+            self.records_dir_ok = False
+            self.error(reason, file=folder)
 
-    def _index_drop(self, name: str) -> None:
-        self.index.pop(name, None)
-        self.watched.discard(name)
+    def folder_usable(self, folder: str) -> None:
+        self.records_dir_ok = True
+        self.dirty = True
+        self.log.event("recovered", reason=f"records folder {folder} is usable again")
 
-    def finish_batch(self) -> None:
-        """Make the batch durable: requests folder fsync first, then the ledger commit."""
-        if self.ledger is None:
-            return
-        if self.batch_written:
-            self.batch_written = 0
-            try:
-                self.writes.commit()
-            except BaseException:
-                # Nothing may claim a request that is not on disk.
-                self.writes.abort()
-                self.ledger.rollback()
-                raise
-        if self.ledger.in_tx:
-            self.ledger.meta_set("counters", json.dumps(self.counters, sort_keys=True))
-            self.ledger.meta_set("last_dispatch_id", self.last_dispatch_id)
-            self.ledger.meta_set("last_decision_id", self.last_decision_id)
-            self.ledger.commit()
-
-    def prune(self) -> None:
-        assert self.ledger is not None
-        self.ledger.begin()
-        removed = self.ledger.prune(self.clock(), self.config.ledger_retention_seconds)
-        self.ledger.commit()
-        if removed:
-            self.log.event("accepted", level="DEBUG", reason=f"pruned {removed} ledger rows")
-
-    # ---------------------------------------------------------------- state.json
-    def state_doc(self) -> dict:
-        now = self.clock()
-        pending = sum(1 for n in self.watched if self.index[n].outcome == "pending")
+    def doc(self, now: float, config: Config, index: FileIndex, watcher: str) -> dict:
         counters = dict(self.counters)
         return {
             "schema_version": SCHEMA_VERSION,
@@ -1955,58 +2221,433 @@ class Daemon:
                 v for k, v in counters.items() if k in OUTCOMES and k != "pending"
             ),
             "counters": counters,
-            "pending_count": pending,
-            "tracked_files": len(self.index),
+            "pending_count": index.pending_count(),
+            "tracked_files": index.tracked,
             "pid": os.getpid(),
             "started_at": iso_ts(self.started_at),
-            "config_digest": self.config.digest,
-            "watcher": self.watch_mode,
+            "config_digest": config.digest,
+            "watcher": watcher,
             "version": VERSION,
             "records_dir_ok": self.records_dir_ok,
             "last_error": self.last_error[:300],
         }
 
-    def write_state(self, force: bool = False) -> None:
-        now = self.clock()
-        # Changes are written at most every STATE_MIN_INTERVAL (a burst is one write, not
-        # thousands); otherwise at the heartbeat.
-        due = now - self.last_state_write >= self.config.heartbeat_seconds or (
-            self.state_dirty and now - self.last_state_write >= STATE_MIN_INTERVAL
-        )
-        if not (force or due):
+    def next_write(self, heartbeat_seconds: float) -> float:
+        due = self.last_write + heartbeat_seconds
+        return min(due, self.last_write + STATE_MIN_INTERVAL) if self.dirty else due
+
+    def write(
+        self, now: float, config: Config, index: FileIndex, watcher: str, force: bool = False
+    ) -> None:
+        if not force and now < self.next_write(config.heartbeat_seconds):
             return
-        self.status = (
-            self.status
-            if self.status in ("stopping", "stopped")
-            else ("running" if self.records_dir_ok else "degraded")
+        if self.status not in ("stopping", "stopped"):
+            self.status = "running" if self.records_dir_ok else "degraded"
+        write_file_durably(config.state_file, dump_json(self.doc(now, config, index, watcher)))
+        self.last_write = now
+        self.dirty = False
+
+
+class ReplayInbox:
+    """`replay` asks the running daemon instead of writing behind its back: the command
+    drops <state dir>/replay/<decision_id>.ask, sends SIGUSR1 and waits for
+    <decision_id>.answer (JSON: ok, dispatch_id, request, status or error), which the
+    daemon writes after doing the replay through its own write path (Daemon.replay)."""
+
+    ASK = ".ask"
+    ANSWER = ".answer"
+
+    def __init__(self, config: Config) -> None:
+        self.folder = os.path.join(os.path.dirname(config.state_file), "replay")
+        self.empty_mtime_ns: Optional[int] = None  # listed empty at this folder mtime
+
+    def asks(self) -> List[str]:
+        """decision ids asked for. An idle pass costs one stat: the folder is listed only
+        when its mtime changed since it was last seen empty."""
+        try:
+            mtime_ns = os.stat(self.folder).st_mtime_ns
+            if mtime_ns == self.empty_mtime_ns:
+                return []
+            with os.scandir(self.folder) as entries:
+                names = [e.name for e in entries if e.name.endswith(self.ASK)]
+        except FileNotFoundError:
+            return []
+        # Trust an empty listing only for an mtime older than a second (a file added in
+        # the same timestamp tick would not change it).
+        trusted = not names and time.time_ns() - mtime_ns > 1_000_000_000
+        self.empty_mtime_ns = mtime_ns if trusted else None
+        ids = [n[: -len(self.ASK)] for n in sorted(names)]
+        return [i for i in ids if DECISION_ID_RE.match(i)]
+
+    def answer(self, decision_id: str, answer: dict) -> None:
+        base = os.path.join(self.folder, decision_id)
+        write_file_durably(base + self.ANSWER, dump_json(answer), sync_dir=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + self.ASK)
+
+    # --- the operator's side
+    def ask(self, decision_id: str, owner: Optional[Tuple[int, int]]) -> None:
+        if not os.path.isdir(self.folder):
+            os.makedirs(self.folder, mode=0o750, exist_ok=True)
+            if owner is not None:
+                os.chown(self.folder, *owner)
+        base = os.path.join(self.folder, decision_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + self.ANSWER)
+        write_file_durably(base + self.ASK, dump_json({"decision_id": decision_id}), owner=owner)
+
+    def take_answer(self, decision_id: str) -> Optional[dict]:
+        path = os.path.join(self.folder, decision_id + self.ANSWER)
+        doc = read_json_quiet(path)
+        if doc is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return doc
+
+    def withdraw(self, decision_id: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.folder, decision_id + self.ASK))
+
+
+class Daemon:
+    """The loop that wires the parts: owns the lock, the ledger and the signals; each pass
+    asks the Watcher which names to look at and runs read -> judge -> decide -> apply on
+    each (judge_record_file, then apply()); the Batch makes the results durable, the
+    StateReport tells the world."""
+
+    def __init__(
+        self,
+        config: Config,
+        log: JsonLog,
+        clock: Callable[[], float] = time.time,
+        use_inotify: bool = True,
+        owner: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.clock = clock
+        self.owner = owner  # (uid, gid) for files created when an operator runs as root
+        self.watcher = Watcher(config, log, use_inotify)
+        self.report = StateReport(log, clock())
+        self.replays = ReplayInbox(config)
+        self.notifier = Notifier()
+        self.ledger: Optional[Ledger] = None
+        self.index: Optional[FileIndex] = None
+        self.batch: Optional[Batch] = None
+        self.lock_fd: Optional[int] = None
+        self.last_emit: Dict[str, LastEmit] = {}
+        self.last_poll = 0.0
+        self.stop_requested = False
+        self.reload_requested = False
+        self.poll_requested = False
+
+    # ---------------------------------------------------------------- start / stop
+    def start(self, hold_lock: bool = True) -> None:
+        cfg = self.config
+        for folder in (
+            os.path.dirname(cfg.state_file),
+            cfg.requests_dir,
+            os.path.dirname(cfg.ledger_file),
+            self.replays.folder,
+        ):
+            if not os.path.isdir(folder):
+                os.makedirs(folder, mode=0o750, exist_ok=True)
+                if self.owner is not None:  # an operator command run as root
+                    os.chown(folder, *self.owner)
+        if hold_lock:
+            self.lock_fd = acquire_lock(cfg.lock_file)
+        for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), self.replays.folder):
+            remove_stale_temps(folder)
+        self.ledger, rebuilt = Ledger.open_or_recover(cfg.ledger_file, self.log)
+        self.index = FileIndex(self.ledger)
+        self.batch = Batch(cfg, self.ledger, self.owner)
+        self.report.restore(self.ledger, rebuilt)
+        # After a clean stop every request on disk has its ledger row (requests are made
+        # durable before the rows, and stop() commits the last batch): the requests folder
+        # only needs reconciling after a crash or with a new ledger.
+        clean = not rebuilt and self.ledger.meta_get(CLEAN_STOP) == "1"
+        if not clean:
+            self.batch.reconcile(self.log, self.clock())
+        self.ledger.begin()
+        self.ledger.meta_set(CLEAN_STOP, "0")
+        self.ledger.commit()
+        self.index.load()
+        self.last_emit = self.ledger.last_emits(self.config.routes)
+        self.watcher.arm()
+        release_free_memory()  # the compiler's scratch for this file, before the first pass
+
+    def stop(self) -> None:
+        if self.ledger is not None:
+            self.finish_batch()
+            if self.batch is not None and not self.batch.failed:
+                self.ledger.begin()
+                self.ledger.meta_set(CLEAN_STOP, "1")
+                self.ledger.commit()
+            self.ledger.close()
+            self.ledger = None
+        self.watcher.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    # ---------------------------------------------------------------- passes
+    def scan(self, full: bool = False, names: Optional[Iterable[str]] = None) -> int:
+        """One pass. `names`: only these (inotify); `full`: stat every file; else the cheap
+        safety net (folder mtime, listing only when it changed, watched files)."""
+        now = self.clock()
+        if names is not None:
+            todo = [n for n in names if is_record_name(n)]
+        else:
+            listed = self._safety_net(full, now)
+            if listed is None:
+                return 0
+            todo = listed
+        handled = 0
+        for name in self._oldest_first(todo):
+            if self.stop_requested:
+                break  # SIGTERM: the write in hand is done; the rest waits for the next start
+            handled += self.consider(name, now)
+            assert self.batch is not None
+            if self.batch.full:
+                self.finish_batch()
+            if handled and handled % 128 == 0:
+                self.notifier.ping(self.clock())
+        self.finish_batch()
+        return handled
+
+    def _safety_net(self, full: bool, now: float) -> Optional[List[str]]:
+        """Names the poll-timer pass looks at: the listing (when the folder changed, or
+        `full`) plus the pending and rejected files. None: the folder is unusable."""
+        assert self.index is not None
+        records_dir = self.config.records_dir
+        try:
+            mtime_ns = self.watcher.folder_mtime_ns()
+        except OSError as exc:
+            self.report.folder_problem(f"records folder unusable: {exc}", records_dir)
+            return None
+        # A folder that failed stays suspect until it can be listed again; a chmod does not
+        # change its mtime, so list it on every pass until then.
+        recovering = not self.report.records_dir_ok
+        if self.watcher.rewatch:
+            self.watcher.rewatch = False
+            self.watcher.arm()
+            full = True
+        todo: List[str] = []
+        if full or recovering or mtime_ns != self.watcher.dir_mtime_ns:
+            try:
+                todo = self.watcher.changed_names(self.index, full or recovering, now)
+            except OSError as exc:
+                self.report.folder_problem(f"cannot list records folder: {exc}", records_dir)
+                return None
+            if recovering:
+                self.report.folder_usable(records_dir)
+                self.watcher.arm()  # the old watch (if any) may belong to a replaced folder
+            self.watcher.listed(mtime_ns, full or recovering, now)
+        todo.extend(self.index.watched)  # duplicates are dropped by _oldest_first
+        return todo
+
+    def _oldest_first(self, names: List[str]) -> List[str]:
+        """Oldest first, so coalescing follows decision order. A first pass over 100 000
+        files must not hold a stat result (or a sort key tuple) per file: one int per
+        name packs (mtime, position)."""
+        if len(names) < 2:
+            return names
+        names.sort()
+        names = [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
+        packed = []
+        shift = len(names).bit_length()
+        for pos, name in enumerate(names):
+            try:
+                mtime_ns = os.lstat(os.path.join(self.config.records_dir, name)).st_mtime_ns
+            except OSError:
+                mtime_ns = 0  # gone, or consider() stats again and reports why
+            packed.append((max(mtime_ns, 0) << shift) | pos)
+        packed.sort()
+        mask = (1 << shift) - 1
+        return [names[p & mask] for p in packed]
+
+    def consider(self, name: str, now: float) -> int:
+        """read -> judge -> decide -> apply for one name. Returns 1 if it was handled."""
+        assert self.index is not None and self.ledger is not None and self.batch is not None
+        path = os.path.join(self.config.records_dir, name)
+        try:
+            sig = FileSig.of(os.lstat(path))
+        except FileNotFoundError:
+            self.index.forget(name, now)
+            return 0
+        except OSError as exc:
+            self.apply(name, NO_SIG, Outcome("rejected", f"cannot stat: {exc.strerror}"), now)
+            return 1
+        known = self.index.lookup(name)
+        try:
+            judged = judge_record_file(
+                self.config,
+                name,
+                sig,
+                known,
+                now,
+                prior_of=self.ledger.prior,
+                existing=self.batch.existing,
+                last_emit=self.last_emit,
+            )
+            if judged is None:
+                return 0
+            self.apply(name, judged.sig, judged.outcome, now, known)
+        except sqlite3.Error:
+            raise  # the ledger is broken: exit non-zero and let systemd restart us
+        except OSError as exc:
+            # Disk full, requests folder unwritable...: not the record's fault. Leave it
+            # unhandled so it is retried on the next poll (the listing is forced).
+            self.watcher.dir_mtime_ns = None
+            self.report.error(f"{name}: {exc}", file=name)
+            return 0
+        except Exception as exc:  # a bug must not stop the daemon; it is logged and counted
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.report.counters["errors"] += 1
+            self.report.last_error = f"{name}: {type(exc).__name__}: {exc}"
+            self.apply(name, sig, Outcome("rejected", reason), now, known)
+        return 1
+
+    def apply(
+        self,
+        name: str,
+        sig: FileSig,
+        outcome: Outcome,
+        now: float,
+        known: Optional[KnownFile] = None,
+        event: Optional[str] = None,
+    ) -> None:
+        """Write what was judged: the request (staged, durable at finish_batch), the
+        decision row, the file row, the counters and the log line."""
+        assert self.ledger is not None and self.index is not None and self.batch is not None
+        decision = outcome.decision
+        if outcome.write:
+            assert decision is not None
+            self.batch.stage(decision)  # the request first; the ledger rows only after it
+        self.ledger.begin()
+        if decision is not None:
+            self.ledger.put_decision(
+                decision.decision_id,
+                outcome.outcome,
+                outcome.dispatch_id,
+                decision.route,
+                decision.decision_epoch,
+                name,
+                outcome.reason,
+                now,
+            )
+            if outcome.outcome == "emitted":
+                self._note_emit(decision)
+        self.index.put(name, sig, outcome, known, now)
+        self.report.outcome(name, outcome, event)
+
+    def _note_emit(self, decision: Decision) -> None:
+        if not is_handoff(decision.decision_id) and decision.route and decision.dispatch_id:
+            last = self.last_emit.get(decision.route)
+            if last is None or decision.decision_epoch >= last.epoch:
+                self.last_emit[decision.route] = LastEmit(
+                    decision.decision_epoch, decision.dispatch_id
+                )
+        self.report.emitted(decision)
+
+    def finish_batch(self) -> None:
+        batch, ledger = self.batch, self.ledger
+        if batch is not None and ledger is not None and (ledger.in_tx or len(batch.writes)):
+            batch.finish(self.report.meta())
+
+    def prune(self) -> None:
+        assert self.ledger is not None
+        self.ledger.begin()
+        removed = self.ledger.prune(self.clock(), self.config.ledger_retention_seconds)
+        self.ledger.commit()
+        if removed:
+            self.log.event("pruned", level="DEBUG", reason=f"pruned {removed} ledger rows")
+
+    # ---------------------------------------------------------------- replay
+    def replay(self, decision_id: str) -> dict:
+        """Dispatch a decision the rules held back (stale, skipped, unrouted, coalesced),
+        through the same checks and write path as every other request. Returns the answer
+        for the operator."""
+        assert self.ledger is not None and self.batch is not None and self.index is not None
+        now = self.clock()
+        prior = self.ledger.prior(decision_id)
+        refusal = judge_replay(decision_id, prior, None, None)
+        if refusal is not None or prior is None:
+            return {"ok": False, "error": refusal}
+        name = prior.file or ""
+        path = os.path.join(self.config.records_dir, name)
+        try:
+            sig = FileSig.of(os.lstat(path))
+            verdict = judge_file(sig, name, self.config, None, now, look_again=True)
+            if verdict.outcome is not None:
+                raise RecordRejected(verdict.outcome.reason)
+            data, sig = read_record_bytes(path, self.config.max_record_bytes)
+            valid = read_valid_record(data)
+        except (RecordRejected, OSError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            return {"ok": False, "error": f"cannot replay {decision_id}: record {path}: {reason}"}
+        decision = decide(
+            valid,
+            record_path=path,
+            mtime=sig.mtime,
+            config=self.config,
+            now=now,
+            last_emit={},
+            force=True,
         )
-        write_file_durably(self.config.state_file, dump_json(self.state_doc()), mode=0o644)
-        self.last_state_write = now
-        self.state_dirty = False
+        existing = self.batch.existing(decision.dispatch_id) if decision.dispatch_id else None
+        refusal = judge_replay(decision_id, prior, valid.decision_id, existing)
+        if refusal is None and decision.outcome != "emitted":
+            refusal = f"cannot replay {decision_id}: {decision.reason}"
+        if refusal is not None:
+            return {"ok": False, "error": refusal}
+        outcome = Outcome.of_decision(decision)._replace(
+            reason=f"replayed by operator (was {prior.outcome})"
+        )
+        self.apply(name, sig, outcome, now, self.index.lookup(name), event="replayed")
+        self.finish_batch()
+        request = decision.request or {}
+        return {
+            "ok": True,
+            "dispatch_id": decision.dispatch_id,
+            "request": self.batch.target(decision.dispatch_id or ""),
+            "status": request.get("status"),
+        }
+
+    def answer_replays(self) -> None:
+        for decision_id in self.replays.asks():
+            try:
+                answer = self.replay(decision_id)
+            except (OSError, sqlite3.Error):
+                raise
+            except Exception as exc:  # a bug answers the operator instead of stopping us
+                answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            self.replays.answer(decision_id, answer)
+
+    # ---------------------------------------------------------------- state.json
+    def write_state(self, force: bool = False) -> None:
+        assert self.index is not None
+        self.report.write(self.clock(), self.config, self.index, self.watcher.mode, force)
 
     # ---------------------------------------------------------------- loop
     def reload(self) -> None:
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
-            self.counters["errors"] += 1
-            self.last_error = f"reload refused: {exc}"
-            self.state_dirty = True
-            self.log.event("error", level="ERROR", reason=f"{exc}; keeping the running config")
+            self.report.error(f"reload refused: {exc}; keeping the running config")
             return
         if new.paths() != self.config.paths():
-            self.log.event(
-                "error",
-                level="ERROR",
-                reason="reload refused: root, records, requests, state, ledger or log path "
-                "changed; restart the service for that; keeping the running config",
+            self.report.error(
+                "reload refused: root, records, requests, state, ledger or log path "
+                "changed; restart the service for that; keeping the running config"
             )
-            self.last_error = "reload refused: a path changed (restart needed)"
-            self.state_dirty = True
             return
         self.config = new
+        self.watcher.config = new
+        if self.batch is not None:
+            self.batch.config = new
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
-        self.state_dirty = True
+        self.report.dirty = True
         self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
 
     def run_forever(self) -> None:
@@ -2027,29 +2668,36 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGUSR1, on_usr1)
         try:
+            assert self.index is not None
             self.log.event(
                 "started",
                 pid=os.getpid(),
                 config=self.config.path,
                 config_digest=self.config.digest,
-                watcher=self.watch_mode,
-                tracked_files=len(self.index),
+                watcher=self.watcher.mode,
+                tracked_files=self.index.tracked,
                 version=VERSION,
             )
-            # READY only after the first full pass: "ready" means every file present at
-            # start has an outcome (or is pending) and state.json is fresh.
-            self.scan(full=True)
-            self.prune()
-            self.status = "running"
+            # READY only after the first pass: "ready" means every file present at start
+            # has an outcome (or is pending) and state.json is fresh. That pass lists the
+            # folder (new and replaced files); the stat of every file, for files edited in
+            # place while we were stopped, follows right after READY.
+            self.scan()
+            self.report.status = "running"
             self.write_state(force=True)
             self.notifier.send(
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
             )
             self.notifier.ping(self.clock(), force=True)
+            self.scan(full=True)
+            self.prune()
+            self.answer_replays()
+            release_free_memory()
             self.last_poll = self.clock()
             while not self.stop_requested:
                 timeout = self._next_timeout()
-                fds = [wake_r] + ([self.inotify.fd] if self.inotify is not None else [])
+                fd = self.watcher.fd
+                fds = [wake_r] + ([fd] if fd is not None else [])
                 try:
                     ready, _, _ = select.select(fds, [], [], timeout)
                 except InterruptedError:
@@ -2065,13 +2713,13 @@ class Daemon:
                     self.notifier.send("RELOADING=1")
                     self.reload()
                     self.notifier.send("READY=1")
-                self._tick(self.inotify is not None and self.inotify.fd in ready)
+                self._tick(fd is not None and fd in ready)
         finally:
             self.notifier.send("STOPPING=1")
-            self.status = "stopping"
+            self.report.status = "stopping"
             self.stop()
-            self.status = "stopped"
-            with contextlib.suppress(OSError):
+            self.report.status = "stopped"
+            with contextlib.suppress(OSError, AssertionError):
                 self.write_state(force=True)
             self.log.event("stopped", pid=os.getpid())
             signal.set_wakeup_fd(old_wakeup)
@@ -2079,103 +2727,45 @@ class Daemon:
             os.close(wake_w)
 
     def _tick(self, inotify_ready: bool) -> None:
+        assert self.index is not None
         now = self.clock()
-        if inotify_ready and self.inotify is not None:
-            names, overflow = self.inotify.read()
-            records = sum(1 for n in names if is_record_name(n))
-            gather_until = time.monotonic() + EVENT_GATHER_MAX
-            while time.monotonic() < gather_until and not overflow and records < BATCH_MAX:
-                more, _, _ = select.select([self.inotify.fd], [], [], EVENT_GATHER_GAP)
-                if not more:
-                    break
-                extra, overflow = self.inotify.read()
-                records += sum(1 for n in extra - names if is_record_name(n))
-                names |= extra
-            if self.inotify.lost:
-                self.inotify.close()
-                self.inotify = None
-                self.watch_mode = "poll"
-                self.dir_mtime_ns = None
-                self.rewatch = True
+        handled = 0
+        if inotify_ready and self.watcher.inotify is not None:
+            names, overflow = self.watcher.drain()
             if overflow:
-                self.scan(full=True)
+                handled += self.scan(full=True)
             elif names:
-                self.scan(names=names)
-        pending_due = any(
-            self.index[n].outcome == "pending" and self.index[n].retry_at <= now
-            for n in self.watched
-        )
+                handled += self.scan(names=names)
+        retry = self.index.next_retry()
+        pending_due = retry is not None and retry <= now
+        full = False
         if self.poll_requested or now - self.last_poll >= self.config.poll_seconds or pending_due:
             self.poll_requested = False
             self.last_poll = now
-            full = now - self.last_full_scan >= FULL_SCAN_SECONDS
-            self.scan(full=full)
+            full = now - self.watcher.last_full_scan >= FULL_SCAN_SECONDS
+            handled += self.scan(full=full)
             if full:
                 self.prune()
+            self.answer_replays()
+        if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
+            release_free_memory()
         self.write_state()
         self.notifier.ping(self.clock())
 
     def _next_timeout(self) -> float:
+        assert self.index is not None
         now = self.clock()
         deadlines = [
             self.last_poll + self.config.poll_seconds,
-            self.last_state_write + self.config.heartbeat_seconds,
+            self.report.next_write(self.config.heartbeat_seconds),
         ]
-        if self.state_dirty:
-            deadlines.append(self.last_state_write + STATE_MIN_INTERVAL)
         ping = self.notifier.ping_due()
         if ping is not None:
             deadlines.append(ping)
-        for name in self.watched:
-            info = self.index[name]
-            if info.outcome == "pending":
-                deadlines.append(info.retry_at)
+        retry = self.index.next_retry()
+        if retry is not None:
+            deadlines.append(retry)
         return max(0.0, min(deadlines) - now)
-
-
-def read_record_bytes(path: str, cap: int) -> Tuple[bytes, Tuple[int, int, int, int]]:
-    """Read a record without following symlinks or blocking on a FIFO; the signature is of
-    the open file, and a file that changes while being read counts as still being written."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise RecordRejected("symlink (never followed)") from None
-        if exc.errno == errno.ENOENT:
-            raise RecordRejected("file vanished while being read", True) from None
-        raise RecordRejected(f"unreadable: {exc.strerror}") from None
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise RecordRejected("not a regular file")
-        chunks = []
-        total = 0
-        while total <= cap:
-            try:
-                chunk = os.read(fd, min(1 << 20, cap + 1 - total))
-            except OSError as exc:
-                raise RecordRejected(f"unreadable: {exc.strerror}") from None
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > cap:
-            raise RecordRejected(f"file is over max_record_bytes {cap}")
-        after = os.fstat(fd)
-        if stat_sig(after) != stat_sig(before):
-            raise RecordRejected("file changed while being read", True)
-        return b"".join(chunks), stat_sig(after)
-    finally:
-        os.close(fd)
-
-
-def read_json_quiet(path: str) -> Optional[dict]:
-    try:
-        with open(path, "rb") as fh:
-            doc = json.loads(fh.read(4 << 20))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 # ======================================================================================
@@ -2230,7 +2820,8 @@ def cmd_run(config_path: str, once: bool) -> int:
         if once:
             daemon.scan(full=True)
             daemon.prune()
-            daemon.status = "stopped"
+            daemon.answer_replays()
+            daemon.report.status = "stopped"
             daemon.write_state(force=True)
             daemon.stop()
         else:
@@ -2257,22 +2848,13 @@ def cmd_check_config(config_path: str) -> int:
 
 
 def read_status(config: Config) -> Tuple[dict, bool]:
-    """state.json plus liveness; (doc, state_readable)."""
+    """state.json plus liveness and the health verdict; (doc, state_readable)."""
     doc = read_json_quiet(config.state_file)
     readable = doc is not None
     doc = dict(doc or {})
     running = lock_holder_running(config.lock_file)
-    ts = parse_iso_utc(doc.get("timestamp_utc"))
-    age = None if ts is None else round(time.time() - ts, 3)
-    fresh = age is not None and age <= 2 * config.heartbeat_seconds + 5
-    doc.update(
-        {
-            "running": running,
-            "state_age_s": age,
-            "healthy": bool(running and fresh and doc.get("status") == "running"),
-            "state_file": config.state_file,
-        }
-    )
+    doc.update(judge_health(doc, running, config.heartbeat_seconds, time.time()))
+    doc["state_file"] = config.state_file
     return doc, readable
 
 
@@ -2386,52 +2968,57 @@ def _find_record(config: Config, ref: str) -> Optional[str]:
 
 
 def cmd_explain(config_path: str, ref: str) -> int:
+    """What the daemon would do with one record, by the daemon's own judge_record_file."""
     config = _load_or_exit(config_path)
     path = _find_record(config, ref)
     if path is None:
         _err(f"no record file or known decision_id {ref!r} (looked in {config.records_dir})")
         return EXIT_RUNTIME
+    # A file outside the records folder is judged as if it were in it.
+    folder, name = os.path.split(os.path.abspath(path))
+    config = config._replace(records_dir=folder)
     result: Dict[str, Any] = {"file": path}
     ledger = _open_ledger_ro(config)
     try:
+        known = ledger.known_file(name) if ledger is not None else None
         if ledger is not None:
-            result["ledger_file_row"] = ledger.get_file(os.path.basename(path))
+            result["ledger_file_row"] = ledger.get_file(name)
         try:
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                raise RecordRejected("symlink (never followed)")
-            data, _sig = read_record_bytes(path, config.max_record_bytes)
-            record = parse_record(data)
-            decision_id, _type = validate_record(record)
-        except (RecordRejected, OSError) as exc:
-            result.update({"would": "rejected", "reason": getattr(exc, "reason", str(exc))})
+            sig = FileSig.of(os.lstat(path))
+        except OSError as exc:
+            result.update({"would": "rejected", "reason": f"cannot stat: {exc.strerror}"})
         else:
-            prior = ledger.get_decision(decision_id) if ledger is not None else None
-            last = ledger.last_emits() if ledger is not None else {}
-            decision = decide(
-                record,
-                record_path=os.path.abspath(path),
-                mtime=st.st_mtime,
-                config=config,
-                now=time.time(),
-                last_emit=last,
+            judged = judge_record_file(
+                config,
+                name,
+                sig,
+                known,
+                time.time(),
+                prior_of=ledger.prior if ledger is not None else lambda _id: None,
+                existing=lambda dispatch_id: read_json_quiet(
+                    os.path.join(config.requests_dir, dispatch_id + ".json")
+                ),
+                last_emit=ledger.last_emits(config.routes) if ledger is not None else {},
+                look_again=True,
             )
+            assert judged is not None  # look_again: never "unchanged"
+            outcome = judged.outcome
+            decision = outcome.decision
             result.update(
                 {
-                    "decision_id": decision_id,
-                    "ledger_decision_row": prior,
-                    "route": decision.route,
-                    "would": decision.outcome,
-                    "reason": decision.reason,
-                    "dispatch_id": decision.dispatch_id,
-                    "request": decision.request,
+                    "decision_id": outcome.decision_id,
+                    "route": outcome.route,
+                    "would": outcome.outcome,
+                    "reason": outcome.reason,
+                    "dispatch_id": outcome.dispatch_id,
+                    "request": decision.request if decision is not None and outcome.write else None,
                 }
             )
-            if prior is not None and prior["outcome"] in DISPATCHED_OUTCOMES:
+            if outcome.source == "prior" and outcome.outcome != "duplicate":
                 result["would"] = "nothing (already handled)"
                 result["reason"] = (
-                    f"decision already {prior['outcome']} as "
-                    f"{prior['dispatch_id']}; no second request"
+                    f"decision already {outcome.outcome} as {outcome.dispatch_id}; "
+                    "no second request"
                 )
     finally:
         if ledger is not None:
@@ -2448,97 +3035,68 @@ def _owner_of(folder: str) -> Optional[Tuple[int, int]]:
     return st.st_uid, st.st_gid
 
 
-def cmd_replay(config_path: str, decision_id: str) -> int:
+def _daemon_pid(lock_file: str) -> Optional[int]:
+    with contextlib.suppress(OSError, ValueError), open(lock_file, "rb") as fh:
+        return int(fh.read(32).split()[0])
+    return None
+
+
+def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Optional[dict]:
+    """Hand the replay to the running daemon; None when it did not answer in time."""
+    inbox = ReplayInbox(config)
+    inbox.ask(decision_id, _owner_of(os.path.dirname(config.state_file)))
+    deadline = time.monotonic() + timeout
+    next_signal = 0.0
+    try:
+        while time.monotonic() < deadline:
+            answer = inbox.take_answer(decision_id)
+            if answer is not None:
+                return answer
+            if time.monotonic() >= next_signal:
+                pid = _daemon_pid(config.lock_file)
+                if pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGUSR1)  # "look now", as for a folder check
+                next_signal = time.monotonic() + 1.0
+            time.sleep(0.02)
+    finally:
+        inbox.withdraw(decision_id)
+    return None
+
+
+def cmd_replay(config_path: str, decision_id: str, timeout: float) -> int:
+    """Ask the running daemon to replay; when none runs, take the lock and do it with
+    the daemon's own code (Daemon.replay), so there is one write path either way."""
     config = _load_or_exit(config_path)
+    if not DECISION_ID_RE.match(decision_id):
+        _err(f"decision_id {decision_id!r}: not a decision id (letters, digits, ._-)")
+        return EXIT_USAGE
     if not os.path.exists(config.ledger_file):
         _err(f"no ledger at {config.ledger_file}: nothing has been handled yet")
         return EXIT_RUNTIME
-    ledger = Ledger(config.ledger_file)
-    log = _open_log(config, to_stderr=False, rotate=False)
-    try:
-        prior = ledger.get_decision(decision_id)
-        if prior is None:
-            _err(
-                f"decision_id {decision_id!r} is not in the ledger (not seen, or pruned); "
-                f"see 'list'"
-            )
+    answer: Optional[dict] = None
+    if lock_holder_running(config.lock_file):
+        answer = _ask_running_daemon(config, decision_id, timeout)
+        if answer is None:
+            _err(f"the running daemon did not answer the replay within {timeout:g} s")
             return EXIT_RUNTIME
-        if prior["outcome"] == "emitted":
-            _err(
-                f"decision {decision_id} was already dispatched as {prior['dispatch_id']}; "
-                "approve that request instead (a new one would need a second approval)"
-            )
-            return EXIT_RUNTIME
-        name = prior["file"]
-        path = os.path.join(config.records_dir, name or "")
+    else:
+        log = _open_log(config, to_stderr=False, rotate=False)
+        daemon = Daemon(config, log, use_inotify=False, owner=_owner_of(config.requests_dir))
         try:
-            st = os.lstat(path)
-            data, sig = read_record_bytes(path, config.max_record_bytes)
-            record = parse_record(data)
-        except (RecordRejected, OSError) as exc:
-            _err(f"cannot replay {decision_id}: record {path}: {getattr(exc, 'reason', exc)}")
-            return EXIT_RUNTIME
-        now = time.time()
-        decision = decide(
-            record,
-            record_path=path,
-            mtime=st.st_mtime,
-            config=config,
-            now=now,
-            last_emit={},
-            force=True,
-        )
-        if decision.outcome != "emitted" or decision.request is None:
-            _err(f"cannot replay {decision_id}: {decision.reason}")
-            return EXIT_RUNTIME
-        dispatch_id = decision.dispatch_id or ""
-        target = os.path.join(config.requests_dir, dispatch_id + ".json")
-        if not os.path.exists(target):
-            write_file_durably(
-                target, dump_json(decision.request), owner=_owner_of(config.requests_dir)
-            )
-        ledger.begin()
-        ledger.put_decision(
-            decision_id,
-            "emitted",
-            dispatch_id,
-            decision.route,
-            decision.decision_epoch,
-            name,
-            "replayed by operator",
-            now,
-        )
-        ledger.put_file(
-            name,
-            sig,
-            "emitted",
-            decision_id,
-            dispatch_id,
-            f"replayed by operator (was {prior['outcome']})",
-            now,
-        )
-        ledger.commit()
-        log.event(
-            "replayed",
-            file=name,
-            decision_id=decision_id,
-            dispatch_id=dispatch_id,
-            reason=f"replayed by operator (was {prior['outcome']})",
-        )
-        print(
-            json.dumps(
-                {
-                    "ok": True,
-                    "dispatch_id": dispatch_id,
-                    "request": target,
-                    "status": decision.request["status"],
-                }
-            )
-        )
-        return EXIT_OK
-    finally:
-        ledger.close()
-        log.close()
+            daemon.start()
+            answer = daemon.replay(decision_id)
+        except Locked:
+            log.close()
+            return cmd_replay(config_path, decision_id, timeout)  # it just started: ask it
+        finally:
+            daemon.stop()
+            log.close()
+    if not answer.get("ok"):
+        _err(str(answer.get("error") or "replay refused"))
+        return EXIT_RUNTIME
+    print(json.dumps(answer, sort_keys=True))
+    return EXIT_OK
 
 
 def cmd_validate_handoff(config_path: str, decision_type: Optional[str], timeout: float) -> int:
@@ -2583,8 +3141,17 @@ def cmd_validate_handoff(config_path: str, decision_type: Optional[str], timeout
         "checks": [{"name": "handoff_check", "status": "synthetic"}],
     }
     record_path = os.path.join(config.records_dir, decision_id + ".json")
-    epoch, _src = decision_time(record, decision_id, now)
-    dispatch_id = make_dispatch_id(epoch, decision_type, decision_id)
+    # What the daemon must write, by the daemon's own decide().
+    expected = decide(
+        read_valid_record(dump_json(record)),
+        record_path=record_path,
+        mtime=now,
+        config=config,
+        now=now,
+        last_emit={},
+    )
+    assert expected.request is not None and expected.dispatch_id is not None
+    dispatch_id = expected.dispatch_id
     result["dispatch_id"] = dispatch_id
     request_path = os.path.join(config.requests_dir, dispatch_id + ".json")
     try:
@@ -2624,27 +3191,22 @@ def cmd_validate_handoff(config_path: str, decision_type: Optional[str], timeout
         check("request-written", False, file=request_path, detail=detail)
     else:
         check("request-written", True, file=request_path, latency_ms=latency_ms)
-        expected_approval, _source = approval_for(route, config)
-        expected_status = "awaiting-approval" if expected_approval else "queued"
+        want_request = expected.request
         check(
             "status",
-            request.get("status") == expected_status,
-            expected=expected_status,
+            request.get("status") == want_request["status"],
+            expected=want_request["status"],
             actual=request.get("status"),
         )
         check(
             "requires_approval",
-            request.get("requires_approval") is expected_approval,
-            expected=expected_approval,
+            request.get("requires_approval") is want_request["requires_approval"],
+            expected=want_request["requires_approval"],
             actual=request.get("requires_approval"),
         )
-        want = {
-            "target_kind": route.target_kind,
-            "target_ref": route.target_ref,
-            "target_env": route.target_env,
-            "execution_plane": route.execution_plane,
-        }
-        got = {k: request.get(k) for k in want}
+        target_keys = ("target_kind", "target_ref", "target_env", "execution_plane")
+        want = {k: want_request[k] for k in target_keys}
+        got = {k: request.get(k) for k in target_keys}
         check("target", got == want, expected=want, actual=got)
         check(
             "source",
@@ -2779,6 +3341,13 @@ def build_parser() -> argparse.ArgumentParser:
         "request.",
     )
     p.add_argument("decision_id", metavar="DECISION_ID")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the running daemon's answer (default 30)",
+    )
     return parser
 
 
@@ -2799,7 +3368,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if command == "validate-handoff":
             return cmd_validate_handoff(args.config, args.decision_type, args.timeout)
         if command == "replay":
-            return cmd_replay(args.config, args.decision_id)
+            return cmd_replay(args.config, args.decision_id, args.timeout)
     except SystemExit as exc:
         return int(exc.code or 0)
     except (OSError, sqlite3.Error) as exc:

@@ -240,7 +240,7 @@ def rec(**over: Any) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-LAST = {"failback": (NOW - 100, "dispatch-20260921T141140Z-failback-aaaaaaaa")}
+LAST = {"failback": d.LastEmit(NOW - 100, "dispatch-20260921T141140Z-failback-aaaaaaaa")}
 
 DECIDE_CASES = [
     # id, record, config overrides, last_emit, force, outcome, reason part, status

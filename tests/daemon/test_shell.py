@@ -22,7 +22,7 @@ def test_log_rotates_by_size_and_keeps_backups(tmp_path: Path) -> None:
     log = d.JsonLog(str(path), "INFO", 2000, 3, to_stderr=False)
     for i in range(200):
         log.event("emitted", file=f"r{i}.json", reason="x" * 40)
-    log.event("accepted", level="DEBUG", reason="below the level: not written")
+    log.event("pruned", level="DEBUG", reason="below the level: not written")
     log.close()
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["dispatcher.log", "dispatcher.log.1", "dispatcher.log.2", "dispatcher.log.3"]
@@ -120,7 +120,7 @@ def test_pending_file_is_rejected_after_it_settles_then_reopened(tmp_path: Path)
     clock.now = time.time()
     daemon.scan(full=True)
     assert daemon.ledger.get_file("slow.json")["outcome"] == "pending"
-    assert "slow.json" in daemon.watched
+    assert "slow.json" in daemon.index.watched
     clock.now += 3
     daemon.scan()
     row = daemon.ledger.get_file("slow.json")
@@ -128,7 +128,7 @@ def test_pending_file_is_rejected_after_it_settles_then_reopened(tmp_path: Path)
     (records / "slow.json").write_text(json.dumps(record("slow-1")))
     daemon.scan()
     assert daemon.ledger.get_file("slow.json")["outcome"] == "emitted"
-    assert "slow.json" not in daemon.watched
+    assert "slow.json" not in daemon.index.watched
     daemon.stop()
 
 
@@ -196,7 +196,7 @@ def test_reload_refuses_a_path_change_and_keeps_the_config(tmp_path: Path) -> No
     before = daemon.config
     daemon.reload()
     assert daemon.config is before
-    assert "restart" in daemon.last_error
+    assert "restart" in daemon.report.last_error
     doc["decision_records_dir"] = before.records_dir
     config_path.write_text(json.dumps(doc))
     daemon.reload()
@@ -230,11 +230,42 @@ def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing
         daemon.scan()
     events = log_events(daemon)
     assert events.count("error") == 1 and "recovered" not in events
-    assert daemon.records_dir_ok is False
+    assert daemon.report.records_dir_ok is False
     denied["on"] = False  # e.g. chmod: the folder mtime does not change
     clock.now += 5
     daemon.scan()
     events = log_events(daemon)
-    assert events.count("recovered") == 1 and daemon.records_dir_ok is True
+    assert events.count("recovered") == 1 and daemon.report.records_dir_ok is True
     assert daemon.ledger.get_file("a.json")["outcome"] == "emitted"
     daemon.stop()
+
+
+def test_a_request_on_disk_without_its_ledger_row_is_adopted_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Crash between the request's rename and the ledger commit: the next start reconciles
+    the requests folder (the last stop was not clean), so no second request is written."""
+    clock = Clock()
+    daemon, records = make(tmp_path, clock)
+    put(records, "c.json", record("crash-1"))
+    assert daemon.consider("c.json", clock()) == 1
+    daemon.batch.writes.commit()  # the request is on disk ...
+    daemon.ledger.rollback()  # ... and the process dies before the ledger commit
+    daemon.ledger.close()
+    os.close(daemon.lock_fd)
+    requests = sorted(os.listdir(daemon.config.requests_dir))
+    assert len(requests) == 1
+    daemon, _records = make(tmp_path, clock)
+    assert daemon.ledger.get_decision("crash-1")["reason"] == "adopted from the requests folder"
+    daemon.scan(full=True)
+    assert sorted(os.listdir(daemon.config.requests_dir)) == requests
+    row = daemon.ledger.get_file("c.json")
+    assert row["outcome"] == "emitted" and "recovered" in row["reason"]
+    daemon.stop()
+    # A clean stop leaves nothing to reconcile: the ledger says so for the next start.
+    daemon, _records = make(tmp_path, clock)
+    assert daemon.ledger.meta_get("clean_stop") == "0"  # running now
+    daemon.stop()
+    ledger = d.Ledger(daemon.config.ledger_file, readonly=True)
+    assert ledger.meta_get("clean_stop") == "1"
+    ledger.close()

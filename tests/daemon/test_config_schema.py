@@ -1,0 +1,129 @@
+"""One source per rule: the daemon's config checks equal schemas/dispatcher-config.schema.json
+(and route.schema.json). Every bound is read from the schema here, so neither copy can
+drift: for each integer key the daemon must accept min and max, refuse min-1 and max+1
+exactly as the schema does, and use the schema's default when the key is left out."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from hyops_runner.schemas import load_schema, violations
+
+from .conftest import ROUTES, load_dispatcher
+
+d = load_dispatcher()
+CONFIG_SCHEMA = load_schema("dispatcher-config")
+ROUTE_SCHEMA = load_schema("route")
+BASE: dict[str, Any] = {
+    "schema_version": 1,
+    "root": "/srv/dd",
+    "decision_records_dir": "/srv/records",
+    "execution_mode": "record-only",
+    "require_approval": True,
+    "poll_seconds": 15,
+    "routes": ROUTES,
+}
+
+
+def integer_bounds(schema: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """(key, minimum, maximum, default) of every integer property."""
+    out = []
+    for key, spec in sorted(schema["properties"].items()):
+        if spec.get("type") == "integer":
+            out.append((key, spec.get("minimum"), spec.get("maximum"), spec.get("default")))
+    return out
+
+
+def cases(schema: dict[str, Any]) -> list[tuple[str, int, bool]]:
+    rows = []
+    for key, lo, hi, _default in integer_bounds(schema):
+        assert lo is not None, f"{key}: the schema gives no minimum"
+        rows += [(key, lo, True), (key, lo - 1, False)]
+        if hi is not None:
+            rows += [(key, hi, True), (key, hi + 1, False)]
+        else:
+            rows.append((key, 10**12, True))  # no maximum: a huge value is fine
+    return rows
+
+
+def daemon_accepts(doc: dict[str, Any]) -> tuple[bool, str]:
+    try:
+        d.parse_config(json.dumps(doc).encode(), "/srv/dd/config/config.json")
+    except d.ConfigError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def test_the_schemas_have_integer_bounds_to_compare() -> None:
+    keys = {k for k, *_ in integer_bounds(CONFIG_SCHEMA)}
+    assert {"poll_seconds", "heartbeat_seconds", "max_record_bytes", "log_backup_count"} <= keys
+    assert {k for k, *_ in integer_bounds(ROUTE_SCHEMA)} == {
+        "coalesce_seconds",
+        "approval_ttl_seconds",
+    }
+
+
+@pytest.mark.parametrize(("key", "value", "in_bounds"), cases(CONFIG_SCHEMA))
+def test_config_bound_agrees_with_the_schema(key: str, value: int, in_bounds: bool) -> None:
+    doc = {**BASE, key: value}
+    schema_ok = not violations("dispatcher-config", doc)
+    ok, message = daemon_accepts(doc)
+    assert schema_ok is in_bounds, violations("dispatcher-config", doc)
+    assert ok is schema_ok, message
+    if not ok:
+        assert message.startswith(f"{key}:")  # the one-line error names the key
+
+
+@pytest.mark.parametrize(("key", "value", "in_bounds"), cases(ROUTE_SCHEMA))
+def test_route_bound_agrees_with_the_schema(key: str, value: int, in_bounds: bool) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["routes"]["cutover"][key] = value
+    schema_ok = not violations("dispatcher-config", doc)
+    ok, message = daemon_accepts(doc)
+    assert schema_ok is in_bounds
+    assert ok is schema_ok, message
+    if not ok:
+        assert message.startswith(f"routes.cutover.{key}:")
+
+
+DEFAULTS = [
+    (key, spec["default"])
+    for key, spec in sorted(CONFIG_SCHEMA["properties"].items())
+    if "default" in spec
+]
+
+
+@pytest.mark.parametrize(("key", "default"), DEFAULTS)
+def test_default_is_the_schema_default(key: str, default: Any) -> None:
+    assert key not in BASE
+    cfg = d.parse_config(json.dumps(BASE).encode(), "/srv/dd/config/config.json")
+    assert getattr(cfg, key) == default
+
+
+def test_every_schema_default_is_compared() -> None:
+    assert len(DEFAULTS) >= 8  # every optional tunable carries its default in the schema
+
+
+@pytest.mark.parametrize("key", [k for k in CONFIG_SCHEMA["required"] if k != "root"])
+def test_required_keys_agree(key: str) -> None:
+    doc = {k: v for k, v in BASE.items() if k != key}
+    assert violations("dispatcher-config", doc)
+    ok, message = daemon_accepts(doc)
+    assert not ok and message == f"{key}: required"
+
+
+def test_root_is_the_one_documented_exception() -> None:
+    """`root` may be left out of the daemon's config (the folder above config/)."""
+    doc = {k: v for k, v in BASE.items() if k != "root"}
+    assert violations("dispatcher-config", doc)
+    assert daemon_accepts(doc) == (True, "")
+
+
+def test_the_daemon_knows_exactly_the_schema_keys() -> None:
+    assert set(CONFIG_SCHEMA["properties"]) == d.CONFIG_KEYS
+    assert set(ROUTE_SCHEMA["properties"]) == d.ROUTE_KEYS
+    assert set(CONFIG_SCHEMA["required"]) - {"root"} == set(d.CONFIG_REQUIRED)
