@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,33 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODULE_ROOT = FIXTURES / "modules"
 FIXTURE_REF = "test/runner-fixture"
 FIXTURE_ID = "test__runner-fixture"
+
+
+@contextlib.contextmanager
+def hangup_listener(host: str = "127.0.0.1") -> Iterator[int]:
+    """A loopback TCP listener that accepts and hangs up at once: TCP probes pass, SSH
+    cannot. Yields its port."""
+    with socket.socket() as server:
+        server.bind((host, 0))
+        server.listen(8)
+        server.settimeout(0.2)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    continue
+                conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join(5)
 
 
 @dataclass

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from runner_helpers import FIXTURE_REF, MODULE_ROOT, FixtureEnv
+from runner_helpers import FIXTURE_REF, MODULE_ROOT, FixtureEnv, hangup_listener
 
 from hyops_runner import inputs as inputs_mod
 from hyops_runner import schemas
@@ -166,28 +164,8 @@ def test_a_root_owned_by_someone_else_is_refused(fixture_env: FixtureEnv) -> Non
 
 @pytest.fixture
 def ssh_listener() -> Iterator[int]:
-    """A loopback TCP listener that hangs up at once: TCP probes pass, SSH cannot."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        server.settimeout(0.2)
-        stop = threading.Event()
-
-        def serve() -> None:
-            while not stop.is_set():
-                try:
-                    conn, _ = server.accept()
-                except OSError:
-                    continue
-                conn.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[1]
-        finally:
-            stop.set()
-            thread.join(5)
+    with hangup_listener() as port:
+        yield port
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,11 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import yaml
-from runner_helpers import FIXTURE_REF, MODULE_ROOT, FixtureEnv, hyops
+from runner_helpers import FIXTURE_REF, MODULE_ROOT, FixtureEnv, hangup_listener, hyops
 
 
 def test_apply_writes_state_workdir_and_evidence(fixture_env: FixtureEnv) -> None:
@@ -229,33 +228,12 @@ def test_timeout_stops_a_hung_playbook(fixture_env: FixtureEnv) -> None:
 
 
 def test_open_port_that_is_not_ssh_fails_the_ssh_probe(fixture_env: FixtureEnv) -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.2", 0))
-        server.listen(8)
-        port = server.getsockname()[1]
-        # A listener that accepts and hangs up at once: TCP passes, SSH cannot.
-        stop = threading.Event()
-
-        def serve() -> None:
-            server.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    conn, _ = server.accept()
-                except OSError:
-                    continue
-                conn.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            fixture_env.write_inputs(
-                inventory_groups={"edge_control": [{"name": "far", "host": "127.0.0.2"}]},
-                target_port=port,
-            )
-            pre = fixture_env.run("preflight", "--json")
-        finally:
-            stop.set()
-            thread.join(5)
+    with hangup_listener("127.0.0.2") as port:
+        fixture_env.write_inputs(
+            inventory_groups={"edge_control": [{"name": "far", "host": "127.0.0.2"}]},
+            target_port=port,
+        )
+        pre = fixture_env.run("preflight", "--json")
     report = json.loads(pre.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert pre.returncode == 1 and report["ok"] is False

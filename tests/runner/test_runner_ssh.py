@@ -8,13 +8,13 @@ import ast
 import json
 import shlex
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runner_helpers import FIXTURE_ID, FixtureEnv
+from runner_helpers import hangup_listener as loopback_hangup
 
 from hyops_runner.inventory import render
 from hyops_runner.sshopts import Jump, jump_host
@@ -75,28 +75,8 @@ def test_jump_host_auto_comes_from_the_proxmox_init_record(tmp_path: Path) -> No
 
 @pytest.fixture
 def hangup_listener() -> Iterator[int]:
-    """A loopback listener that accepts and hangs up: TCP passes, SSH cannot."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        server.settimeout(0.2)
-        stop = threading.Event()
-
-        def serve() -> None:
-            while not stop.is_set():
-                try:
-                    conn, _ = server.accept()
-                except OSError:
-                    continue
-                conn.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[1]
-        finally:
-            stop.set()
-            thread.join(5)
+    with loopback_hangup() as port:
+        yield port
 
 
 def test_the_probe_goes_through_the_jump_host(
