@@ -34,7 +34,6 @@ def _drop_and_wait(root: Root, name: str, doc: dict[str, Any]) -> str:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: cutover->failback->cutover in the window")
 def test_second_outage_after_a_failback_gets_its_own_cutover_request(root: Root, spawn) -> None:
     root.write_config(settle_seconds=0, routes=_routes(coalesce_seconds=600))
     daemon = spawn(PY, root).wait_ready()
