@@ -3438,9 +3438,17 @@ def cmd_validate_handoff(config_path: str, decision_type: Optional[str], timeout
             and request.get("execution_mode") == EXECUTION_MODE,
             source_decision_id=request.get("source_decision_id"),
         )
+        check("synthetic", request.get("synthetic") is True, actual=request.get("synthetic"))
     removed = []
     problems = []
-    for path in (record_path, request_path):
+    # The synthetic request always awaits approval (build_request), so a consumer holding
+    # it can do nothing with it until someone approves it. Removed unless approved: an
+    # approved one is left for the operator (and the check fails), never pulled away
+    # from a consumer that may be acting on the approval.
+    marker = approval_marker(config, dispatch_id)
+    if os.path.lexists(marker):
+        problems.append(f"{request_path}: approved ({marker}); left in place, remove by hand")
+    for path in (record_path,) if problems else (record_path, request_path):
         try:
             os.unlink(path)
             removed.append(path)

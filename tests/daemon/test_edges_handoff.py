@@ -41,7 +41,6 @@ class FolderWatch(threading.Thread):
                     self.seen[name] = json.loads((self.folder / name).read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: validate-handoff writes a queued request")
 def test_handoff_on_a_no_approval_route_never_writes_a_queued_request(root: Root, spawn) -> None:
     root.write_config(settle_seconds=0)  # route failback: requires_approval false
     daemon = spawn(PY, root).wait_ready()

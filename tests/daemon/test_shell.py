@@ -269,3 +269,37 @@ def test_a_request_on_disk_without_its_ledger_row_is_adopted_after_a_crash(
     ledger = d.Ledger(daemon.config.ledger_file, readonly=True)
     assert ledger.meta_get("clean_stop") == "1"
     ledger.close()
+
+
+def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
+    """What `supersedes` asks (issue 9): awaiting = in the requests folder as
+    awaiting-approval, no approval marker, not expired."""
+    requests, approvals = tmp_path / "requests", tmp_path / "approvals"
+    requests.mkdir()
+    approvals.mkdir()
+    raw = {
+        "schema_version": 1,
+        "decision_records_dir": str(tmp_path / "records"),
+        "requests_dir": str(requests),
+        "approvals_dir": str(approvals),
+        "execution_mode": "record-only",
+        "require_approval": True,
+        "poll_seconds": 5,
+        "routes": ROUTES,
+    }
+    cfg = d.parse_config(json.dumps(raw).encode(), str(tmp_path / "config" / "config.json"))
+    now = time.time()
+
+    def request(name: str, **doc: Any) -> str:
+        (requests / f"{name}.json").write_text(json.dumps(doc))
+        return name
+
+    waiting = request("w", status="awaiting-approval")
+    queued = request("q", status="queued")
+    approved = request("a", status="awaiting-approval")
+    (approvals / "a.approved.json").write_text("{}")
+    expired = request("e", status="awaiting-approval", expires_at=d.iso_ts(now - 1))
+    later = request("l", status="awaiting-approval", expires_at=d.iso_ts(now + 60))
+    got = {n: d.awaits_approval(cfg, n, now) for n in (waiting, queued, approved, expired, later)}
+    got["gone"] = d.awaits_approval(cfg, "gone", now)
+    assert got == {"w": True, "q": False, "a": False, "e": False, "l": True, "gone": False}
