@@ -159,7 +159,9 @@ def test_path_keys_follow_the_safe_path_rule(key: str, value: str, safe: bool) -
     daemon alike; the daemon names the key."""
     doc = copy.deepcopy(BASE)
     doc[key] = value
-    assert not violations("dispatcher-config", doc) if safe else violations("dispatcher-config", doc)
+    assert (
+        not violations("dispatcher-config", doc) if safe else violations("dispatcher-config", doc)
+    )
     accepted, error = daemon_accepts(doc)
     assert accepted is safe, error
     if not safe:
