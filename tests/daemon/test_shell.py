@@ -95,7 +95,7 @@ def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
     clock = Clock()
     routes = {**ROUTES, "failback": {**ROUTES["failback"], "coalesce_seconds": 600}}
     daemon, records = make(tmp_path, clock, routes=routes)
-    put(records, "f1.json", record("fb-1", "failback", timestamp_utc=now_iso(-300)))
+    put(records, "f1.json", record("fb-1", "failback", timestamp_utc=now_iso(-500)))
     daemon.scan(full=True)
     daemon.stop()
     daemon, records = make(tmp_path, clock, routes=routes)
@@ -107,7 +107,7 @@ def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
     assert outcomes["f2.json"]["outcome"] == "coalesced"
     assert outcomes["f2.json"]["dispatch_id"] == outcomes["f1.json"]["dispatch_id"]
     assert outcomes["c1.json"]["outcome"] == "emitted"  # another route: its own window
-    put(records, "f3.json", record("fb-3", "failback", timestamp_utc=now_iso(+400)))
+    put(records, "f3.json", record("fb-3", "failback", timestamp_utc=now_iso(+200)))
     daemon.scan(full=True)
     assert daemon.ledger.get_file("f3.json")["outcome"] == "emitted"
     daemon.stop()
