@@ -492,7 +492,9 @@ EPOCH_MAX = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 
 
 def compact_ts(epoch: float) -> str:
-    return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # Not strftime: glibc's %Y does not pad years before 1000 to four digits.
+    t = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
 
 
 def iso_ts(epoch: float) -> str:

@@ -398,6 +398,17 @@ DECIDE_CASES = [
         None,
     ),
     (
+        # Years before 1000 keep a four-digit year in the id (glibc's %Y would not).
+        "year-5-replayed",
+        rec(timestamp_utc="0005-01-01T00:00:00Z"),
+        {},
+        {},
+        True,
+        "emitted",
+        "replayed",
+        "awaiting-approval",
+    ),
+    (
         "out-of-range-timestamp-uses-id-time",
         rec(timestamp_utc="9999-12-31T23:59:59-23:59"),
         {},
