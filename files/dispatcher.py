@@ -136,6 +136,19 @@ EVENT_GATHER_GAP = 0.002
 EVENT_GATHER_MAX = 0.1
 # state.json is rewritten at most this often while records keep arriving.
 STATE_MIN_INTERVAL = 0.5
+# A decision may claim a time at most this far ahead of the daemon's clock (clock skew
+# between hosts); later ones are refused: a 2100 dispatch id could never become stale.
+FUTURE_SKEW_SECONDS = 300
+# Records nested deeper than this are refused before parsing, on every Python version
+# (3.9-3.11's parser gives up near 1000 levels, 3.12's writer near 1000, 3.13 far later).
+RECORD_DEPTH_MAX = 256
+# A request (the document, with the record's carried `checks`) is at most this deep;
+# deeper parts of carried fields are replaced by DEPTH_CUT.
+REQUEST_DEPTH_MAX = 64
+DEPTH_CUT = "(cut: nested deeper than the request allows)"
+# Config path keys (schemas/common.schema.json safe_path): safe in a unit file, an INI
+# inventory and a shell line.
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]+\Z")
 
 CONFIG_KEYS = {
     "schema_version",
@@ -273,7 +286,17 @@ def _path(obj: dict, key: str, default: Optional[str]) -> str:
     value = obj[key] if default is None else obj.get(key, default)
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError(f"{key}: must be an absolute path; got {short(value)}")
+    if not SAFE_PATH_RE.match(value):
+        raise ConfigError(
+            f"{key}: must be an absolute path of letters, digits and ._/@+- only "
+            f"(no space, quote, '%' or '$'); got {short(value)}"
+        )
     return os.path.normpath(value)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """`path` is `folder` or anything below it (both normalised absolute paths)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def parse_route(key: Any, value: Any) -> Route:
@@ -394,6 +417,19 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         raise ConfigError(f"metrics_textfile: must end in .prom; got {short(metrics_textfile)}")
     if os.path.normpath(records_dir) == os.path.normpath(requests_dir):
         raise ConfigError("requests_dir: must differ from decision_records_dir")
+    # The daemon's own files never in a data folder: a consumer would take them for
+    # requests, or the daemon would judge them as records.
+    for key, own in (
+        ("state_file", state_file),
+        ("log_file", log_file),
+        ("ledger_file", ledger_file),
+    ):
+        for folder_key, folder in (
+            ("requests_dir", requests_dir),
+            ("decision_records_dir", records_dir),
+        ):
+            if _inside(own, folder):
+                raise ConfigError(f"{key}: must not be inside {folder_key} {folder}; got {own}")
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return Config(
         path=config_path,
@@ -445,11 +481,20 @@ def parse_iso_utc(text: Any) -> Optional[float]:
         sign = 1 if tz[0] == "+" else -1
         digits = tz[1:].replace(":", "")
         epoch -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    if not EPOCH_MIN <= epoch <= EPOCH_MAX:
+        return None  # its offset moved it out of years 1-9999: no id can carry it
     return epoch
 
 
+# The instants a dispatch id (and datetime) can name: years 1 to 9999, UTC.
+EPOCH_MIN = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+EPOCH_MAX = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+
+
 def compact_ts(epoch: float) -> str:
-    return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # Not strftime: glibc's %Y does not pad years before 1000 to four digits.
+    t = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
 
 
 def iso_ts(epoch: float) -> str:
@@ -473,6 +518,10 @@ def parse_record(data: bytes) -> dict:
         raise RecordRejected(f"not UTF-8 text ({exc.reason} at byte {exc.start})", True) from None
     if not text.strip():
         raise RecordRejected("empty file", True)
+    depth = json_depth(text)
+    if depth > RECORD_DEPTH_MAX:
+        # Refused before the parser sees it: the same verdict on every Python version.
+        raise RecordRejected(f"JSON nested {depth} levels deep, over {RECORD_DEPTH_MAX}")
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
@@ -482,6 +531,36 @@ def parse_record(data: bytes) -> dict:
     if not isinstance(obj, dict):
         raise RecordRejected(f"JSON is {_json_kind(obj)}, not an object")
     return obj
+
+
+JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deeply a JSON text nests arrays and objects (brackets in strings do not count),
+    without parsing it: no recursion, so any depth is measured safely."""
+    brackets = NOT_BRACKET_RE.sub("", JSON_STRING_RE.sub("", text))
+    level = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        else:
+            level -= 1
+    return deepest
+
+
+def cut_depth(value: Any, levels: int) -> Any:
+    """`value` with whatever lies deeper than `levels` levels of arrays/objects replaced
+    by DEPTH_CUT (a carried field must not make the request too deep to write or read)."""
+    if not isinstance(value, (list, dict)):
+        return value
+    if levels <= 0:
+        return DEPTH_CUT
+    if isinstance(value, list):
+        return [cut_depth(v, levels - 1) for v in value]
+    return {k: cut_depth(v, levels - 1) for k, v in value.items()}
 
 
 def _json_kind(value: Any) -> str:
@@ -561,10 +640,29 @@ def read_valid_record(data: bytes) -> ValidRecord:
 
 
 class LastEmit(NamedTuple):
-    """A route's latest request, for coalescing."""
+    """A route's latest request, for coalescing and episodes."""
 
     epoch: float  # the decision's time
     dispatch_id: str
+
+
+def episode_open(route: str, last_emit: Dict[str, LastEmit]) -> Optional[LastEmit]:
+    """The request of the DR episode still open on `route`: its latest request, unless a
+    request on any other route came at or after it (a failback after a cutover ends the
+    outage). None: the next decision on `route` starts a new episode."""
+    last = last_emit.get(route)
+    if last is None:
+        return None
+    for other, emit in last_emit.items():
+        if other != route and emit.epoch >= last.epoch:
+            return None
+    return last
+
+
+def latest_other(route: str, last_emit: Dict[str, LastEmit]) -> Optional[LastEmit]:
+    """The latest request on any route but `route` (the one a new request may supersede)."""
+    others = [emit for other, emit in last_emit.items() if other != route]
+    return max(others, default=None, key=lambda emit: emit.epoch)
 
 
 class Decision(NamedTuple):
@@ -593,16 +691,27 @@ def decide(
     now: float,
     last_emit: Dict[str, LastEmit],
     force: bool = False,
+    awaits_approval: Optional[Callable[[str], bool]] = None,
 ) -> Decision:
     """Route one valid record (a ValidRecord, or a dict that is validated here). `last_emit`
-    maps route -> LastEmit (the route's latest request), for coalescing. `force` (replay)
-    skips the stale, skipped and coalesce rules but never the route."""
+    maps route -> LastEmit (each route's latest request), for coalescing within a DR
+    episode. `awaits_approval(dispatch_id)` says whether an earlier request still waits
+    for its approval (the new one then names it in `supersedes`). `force` (replay) skips
+    the stale, skipped and coalesce rules but never the route or the future rule."""
     valid = (
         record if isinstance(record, ValidRecord) else ValidRecord(record, *validate_record(record))
     )
     doc, decision_id, decision_type = valid.doc, valid.decision_id, valid.decision_type
-    epoch, _source = decision_time(doc, decision_id, mtime)
+    epoch, source = decision_time(doc, decision_id, mtime)
     base = Decision("", "", decision_id, decision_type, epoch)
+    ahead = epoch - now
+    if source != "file_mtime" and ahead > FUTURE_SKEW_SECONDS:
+        # A claimed time far ahead would give an id that never becomes stale.
+        return base._replace(
+            outcome="rejected",
+            reason=f"decision time from {source} is {int(ahead)} s in the future "
+            f"(more than the {FUTURE_SKEW_SECONDS} s clock skew allowed)",
+        )
     status = doc.get("status")
     if not force and status == "queued-local-exec":
         return base._replace(
@@ -621,7 +730,8 @@ def decide(
             reason=f"decision is {int(age)} s old, over max_record_age_seconds "
             f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it",
         )
-    last = last_emit.get(route.key)
+    # Coalescing folds re-emissions of ONE outage; never into an earlier episode's request.
+    last = episode_open(route.key, last_emit)
     if (
         not force
         and route.coalesce_seconds > 0
@@ -635,6 +745,10 @@ def decide(
             reason=f"within coalesce_seconds {route.coalesce_seconds} of {last.dispatch_id} "
             f"(route {route.key})",
         )
+    older = None if force or is_handoff(decision_id) else latest_other(route.key, last_emit)
+    supersedes = None
+    if older is not None and awaits_approval is not None and awaits_approval(older.dispatch_id):
+        supersedes = older.dispatch_id
     request = build_request(
         doc,
         decision_id=decision_id,
@@ -644,6 +758,7 @@ def decide(
         route=route,
         config=config,
         now=now,
+        supersedes=supersedes,
     )
     return base._replace(
         outcome="emitted",
@@ -692,6 +807,11 @@ class KnownFile(NamedTuple):
     decision_id: Optional[str] = None
     gone: bool = False  # the name went away once; a file under it now is new
     retry_at: float = 0.0  # pending: when to read it again
+
+
+# The reason of a decision row adopted from the requests folder (not yet counted).
+ADOPTED_REASON = "adopted from the requests folder"
+COUNTED_REASON = "request found in the requests folder (recovered after a restart)"
 
 
 class PriorDecision(NamedTuple):
@@ -807,11 +927,16 @@ def judge_prior(
         # Same file seen again: it keeps the decision's outcome. When the file row is
         # missing the request was adopted after a crash (or a lost ledger) and this is the
         # first time it is counted; when the row is there the file was only touched.
-        touched = known is not None and known.decision_id == decision_id
+        # Counted once: when the decision row came from a request adopted after a crash,
+        # this file is counted now (and the row says so, see Daemon.apply); otherwise it
+        # was counted when it was decided, however often the file was rewritten since.
+        touched = (known is not None and known.decision_id == decision_id) or (
+            prior.reason != ADOPTED_REASON
+        )
         reason = (
             f"already handled: {prior.outcome} as {prior.dispatch_id}"
             if touched
-            else "request found in the requests folder (recovered after a restart)"
+            else COUNTED_REASON
         )
         return Outcome(
             prior.outcome, reason, decision_id, prior.dispatch_id, log=not touched, source="prior"
@@ -824,6 +949,16 @@ def judge_prior(
         prior.dispatch_id,
         source="prior",
     )
+
+
+def seen_before(known: Optional[KnownFile], sig: FileSig, outcome: Outcome) -> Outcome:
+    """The very same file (size, mtime, ctime, inode) back under its name after it was
+    seen gone (a records folder moved away and back) with the outcome it had: not a new
+    outcome to count or log."""
+    same = known is not None and known.gone and known.sig.key() == sig.key()
+    if same and known is not None and known.outcome == outcome.outcome and not outcome.write:
+        return outcome._replace(log=False)
+    return outcome
 
 
 IN_THIS_BATCH = {"source_decision_id": "(a decision in the same batch)"}
@@ -897,9 +1032,15 @@ def build_request(
     route: Route,
     config: Config,
     now: float,
+    supersedes: Optional[str] = None,
 ) -> dict:
-    """The request document (CONTRACT.md 3 plus schema_version, route, approval source)."""
+    """The request document (CONTRACT.md 3 plus schema_version, route, approval source).
+    A synthetic handoff check always waits for approval, whatever the route says: a
+    consumer must never find a synthetic request it would run."""
     requires, source = approval_for(route, config)
+    synthetic = is_handoff(decision_id)
+    if synthetic:
+        requires, source = True, "synthetic"
     rationale = record.get("rationale")
     checks = record.get("checks")
     ts = record.get("timestamp_utc")
@@ -921,12 +1062,17 @@ def build_request(
         "requires_approval": bool(requires),
         "approval_source": source,
         "rationale": rationale if isinstance(rationale, str) else None,
-        "checks": checks if isinstance(checks, list) else [],
+        # The document is 1 level, `checks` 2: deeper carried parts are cut.
+        "checks": cut_depth(checks, REQUEST_DEPTH_MAX - 1) if isinstance(checks, list) else [],
         "decision_timestamp_utc": ts if isinstance(ts, str) else None,
         "decision_status": status if isinstance(status, str) else None,
     }
     if route.approval_ttl_seconds:
         request["expires_at"] = iso_ts(now + route.approval_ttl_seconds)
+    if supersedes:
+        request["supersedes"] = supersedes
+    if synthetic:
+        request["synthetic"] = True
     return request
 
 
@@ -1425,10 +1571,18 @@ class Ledger:
         )
         return {r[0] for r in rows}
 
-    def last_emits(self, routes: Iterable[str]) -> Dict[str, LastEmit]:
-        """route -> LastEmit, its latest request (for coalescing;
-        synthetic handoff checks never count)."""
+    def last_emits(self) -> Dict[str, LastEmit]:
+        """route -> LastEmit, its latest request, for every route that has one in the
+        ledger (a route since removed from the config still ends an episode); for
+        coalescing and episodes. Synthetic handoff checks never count."""
         result: Dict[str, LastEmit] = {}
+        routes = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT DISTINCT route FROM decisions WHERE outcome = 'emitted' "
+                "AND route IS NOT NULL"
+            )
+        ]
         for route in routes:
             row = self.db.execute(
                 "SELECT decision_epoch, dispatch_id FROM decisions "
@@ -1493,6 +1647,12 @@ class Ledger:
             "INSERT OR REPLACE INTO decisions (decision_id, outcome, dispatch_id, route, "
             "decision_epoch, file, reason, handled_at) VALUES (?,?,?,?,?,?,?,?)",
             (decision_id, outcome, dispatch_id, route, epoch, file, reason, now),
+        )
+
+    def settle_adopted(self, decision_id: str, reason: str) -> None:
+        self.db.execute(
+            "UPDATE decisions SET reason = ? WHERE decision_id = ? AND reason = ?",
+            (reason, decision_id, ADOPTED_REASON),
         )
 
     def mark_gone(self, name: str, now: float) -> bool:
@@ -1731,9 +1891,27 @@ def read_json_quiet(path: str) -> Optional[dict]:
     try:
         with open(path, "rb") as fh:
             doc = json.loads(fh.read(4 << 20))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def approval_marker(config: Config, dispatch_id: str) -> str:
+    """The consumer's approval of a request (CONTRACT.md 3): its existence is approval."""
+    return os.path.join(config.approvals_dir, dispatch_id + ".approved.json")
+
+
+def awaits_approval(config: Config, dispatch_id: str, now: float) -> bool:
+    """A request still waits for its approval: it is in the requests folder as
+    `awaiting-approval`, has no approval marker and has not expired (`expires_at`). A
+    request the consumer has taken away is no longer waiting."""
+    doc = read_json_quiet(os.path.join(config.requests_dir, dispatch_id + ".json"))
+    if doc is None or doc.get("status") != "awaiting-approval":
+        return False
+    if os.path.lexists(approval_marker(config, dispatch_id)):
+        return False
+    expires = parse_iso_utc(doc.get("expires_at"))
+    return expires is None or now < expires
 
 
 # ======================================================================================
@@ -1765,10 +1943,32 @@ def judge_record_file(
     existing: Callable[[str], Optional[dict]],
     last_emit: Dict[str, LastEmit],
     look_again: bool = False,
+    awaits_approval: Optional[Callable[[str], bool]] = None,
 ) -> Optional[Judged]:
     """read -> judge -> decide for one record file: the daemon and `explain` both call
     this. `prior_of` looks a decision up in the ledger, `existing` the request file at a
-    dispatch id. None: unchanged since it was handled (nothing to do)."""
+    dispatch id, `awaits_approval` whether a request still waits for approval. None:
+    unchanged since it was handled (nothing to do)."""
+    judged = _judge_record_file(
+        config, name, sig, known, now, prior_of, existing, last_emit, look_again, awaits_approval
+    )
+    if judged is None:
+        return None
+    return Judged(seen_before(known, judged.sig, judged.outcome), judged.sig)
+
+
+def _judge_record_file(
+    config: Config,
+    name: str,
+    sig: FileSig,
+    known: Optional[KnownFile],
+    now: float,
+    prior_of: Callable[[str], Optional[PriorDecision]],
+    existing: Callable[[str], Optional[dict]],
+    last_emit: Dict[str, LastEmit],
+    look_again: bool,
+    awaits_approval: Optional[Callable[[str], bool]],
+) -> Optional[Judged]:
     verdict = judge_file(sig, name, config, known, now, look_again)
     if verdict.action == SKIP:
         return None
@@ -1785,7 +1985,13 @@ def judge_record_file(
     if early is not None:
         return Judged(early, sig)
     decision = decide(
-        valid, record_path=path, mtime=sig.mtime, config=config, now=now, last_emit=last_emit
+        valid,
+        record_path=path,
+        mtime=sig.mtime,
+        config=config,
+        now=now,
+        last_emit=last_emit,
+        awaits_approval=awaits_approval,
     )
     if decision.outcome != "emitted":
         return Judged(Outcome.of_decision(decision), sig)
@@ -2109,7 +2315,7 @@ class Batch:
                 doc.get("route") or doc.get("decision_type"),
                 epoch,
                 os.path.basename(source) if isinstance(source, str) else None,
-                "adopted from the requests folder",
+                ADOPTED_REASON,
                 now,
             )
             adopted += 1
@@ -2372,7 +2578,7 @@ class Daemon:
         self.ledger.meta_set(CLEAN_STOP, "0")
         self.ledger.commit()
         self.index.load()
-        self.last_emit = self.ledger.last_emits(self.config.routes)
+        self.last_emit = self.ledger.last_emits()
         self.watcher.arm()
         release_free_memory()  # the compiler's scratch for this file, before the first pass
 
@@ -2489,6 +2695,7 @@ class Daemon:
                 prior_of=self.ledger.prior,
                 existing=self.batch.existing,
                 last_emit=self.last_emit,
+                awaits_approval=lambda dispatch_id: awaits_approval(self.config, dispatch_id, now),
             )
             if judged is None:
                 return 0
@@ -2538,6 +2745,10 @@ class Daemon:
             )
             if outcome.outcome == "emitted":
                 self._note_emit(decision)
+        elif outcome.source == "prior" and outcome.log and outcome.outcome in DISPATCHED_OUTCOMES:
+            assert outcome.decision_id is not None
+            # An adopted request counted now, once: later rewrites of the file are not.
+            self.ledger.settle_adopted(outcome.decision_id, COUNTED_REASON)
         self.index.put(name, sig, outcome, known, now)
         self.report.outcome(name, outcome, event)
 
@@ -2773,8 +2984,17 @@ class Daemon:
 # ======================================================================================
 
 
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> str:
+    """Text for a person's terminal: control characters (a newline that would forge a
+    row, an ESC sequence) shown as \\xNN escapes. Every human printer uses it."""
+    return CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
 def _err(message: str) -> None:
-    print(f"dispatcher: {message}", file=sys.stderr)
+    print(f"dispatcher: {printable(message)}", file=sys.stderr)
 
 
 def _load_or_exit(path: str) -> Config:
@@ -2880,9 +3100,9 @@ def cmd_status(config_path: str, as_json: bool) -> int:
             "last_error",
         ):
             if key in doc:
-                print(f"{key + ':':<18}{doc[key]}")
+                print(f"{key + ':':<18}{printable(doc[key])}")
         for key, value in sorted((doc.get("counters") or {}).items()):
-            print(f"  {key + ':':<16}{value}")
+            print(f"  {printable(key) + ':':<16}{printable(value)}")
     return EXIT_OK if readable else EXIT_RUNTIME
 
 
@@ -2938,12 +3158,14 @@ def cmd_list(config_path: str, as_json: bool) -> int:
     print(f"requests in {config.requests_dir}: {len(requests)}")
     for req in requests:
         print(
-            f"  {req['dispatch_id']}  {req['status']}  {req['decision_type']}  "
-            f"<- {req['source_decision_id']}"
+            printable(
+                f"  {req['dispatch_id']}  {req['status']}  {req['decision_type']}  "
+                f"<- {req['source_decision_id']}"
+            )
         )
     print(f"records not dispatched (from the ledger): {len(problems)}")
     for row in problems:
-        print(f"  {row['outcome']:<9} {row['file']}  {row['reason'] or ''}")
+        print(printable(f"  {row['outcome']:<9} {row['file']}  {row['reason'] or ''}"))
     return EXIT_OK
 
 
@@ -2988,17 +3210,19 @@ def cmd_explain(config_path: str, ref: str) -> int:
         except OSError as exc:
             result.update({"would": "rejected", "reason": f"cannot stat: {exc.strerror}"})
         else:
+            now = time.time()
             judged = judge_record_file(
                 config,
                 name,
                 sig,
                 known,
-                time.time(),
+                now,
                 prior_of=ledger.prior if ledger is not None else lambda _id: None,
                 existing=lambda dispatch_id: read_json_quiet(
                     os.path.join(config.requests_dir, dispatch_id + ".json")
                 ),
-                last_emit=ledger.last_emits(config.routes) if ledger is not None else {},
+                last_emit=ledger.last_emits() if ledger is not None else {},
+                awaits_approval=lambda dispatch_id: awaits_approval(config, dispatch_id, now),
                 look_again=True,
             )
             assert judged is not None  # look_again: never "unchanged"
@@ -3023,7 +3247,8 @@ def cmd_explain(config_path: str, ref: str) -> int:
     finally:
         if ledger is not None:
             ledger.close()
-    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    # JSON with ASCII escapes: no control character of a name reaches the terminal raw.
+    print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=True))
     return EXIT_OK
 
 
@@ -3215,9 +3440,17 @@ def cmd_validate_handoff(config_path: str, decision_type: Optional[str], timeout
             and request.get("execution_mode") == EXECUTION_MODE,
             source_decision_id=request.get("source_decision_id"),
         )
+        check("synthetic", request.get("synthetic") is True, actual=request.get("synthetic"))
     removed = []
     problems = []
-    for path in (record_path, request_path):
+    # The synthetic request always awaits approval (build_request), so a consumer holding
+    # it can do nothing with it until someone approves it. Removed unless approved: an
+    # approved one is left for the operator (and the check fails), never pulled away
+    # from a consumer that may be acting on the approval.
+    marker = approval_marker(config, dispatch_id)
+    if os.path.lexists(marker):
+        problems.append(f"{request_path}: approved ({marker}); left in place, remove by hand")
+    for path in (record_path,) if problems else (record_path, request_path):
         try:
             os.unlink(path)
             removed.append(path)

@@ -127,3 +127,55 @@ def test_the_daemon_knows_exactly_the_schema_keys() -> None:
     assert set(CONFIG_SCHEMA["properties"]) == d.CONFIG_KEYS
     assert set(ROUTE_SCHEMA["properties"]) == d.ROUTE_KEYS
     assert set(CONFIG_SCHEMA["required"]) - {"root"} == set(d.CONFIG_REQUIRED)
+
+
+PATH_KEYS = (
+    "root",
+    "decision_records_dir",
+    "requests_dir",
+    "state_file",
+    "ledger_file",
+    "log_file",
+    "approvals_dir",
+)
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
+@pytest.mark.parametrize(
+    ("value", "safe"),
+    [
+        ("/srv/a-b_c.d/x@y+z", True),
+        ("/srv/with space", False),
+        ("/srv/50%", False),
+        ("/srv/$HOME", False),
+        ("/srv/it's", False),
+        ("/srv/{{ x }}", False),
+        ("/srv/new\nline", False),
+    ],
+    ids=["safe", "space", "percent", "dollar", "quote", "jinja", "newline"],
+)
+def test_path_keys_follow_the_safe_path_rule(key: str, value: str, safe: bool) -> None:
+    """Issue 11: every path key is common.schema.json safe_path, in the schema and in the
+    daemon alike; the daemon names the key."""
+    doc = copy.deepcopy(BASE)
+    doc[key] = value
+    assert (
+        not violations("dispatcher-config", doc) if safe else violations("dispatcher-config", doc)
+    )
+    accepted, error = daemon_accepts(doc)
+    assert accepted is safe, error
+    if not safe:
+        assert error.startswith(f"{key}: ") and "\n" not in error
+
+
+@pytest.mark.parametrize("key", ("state_file", "log_file", "ledger_file"))
+def test_own_files_deeper_inside_a_data_folder_are_refused(key: str) -> None:
+    for folder in ("/srv/records", "/srv/dd/state/requests"):
+        doc = copy.deepcopy(BASE)
+        doc[key] = f"{folder}/sub/deeper/own.file"
+        accepted, error = daemon_accepts(doc)
+        assert not accepted and error.startswith(f"{key}: must not be inside"), error
+    # A sibling that only shares a prefix is fine.
+    doc = copy.deepcopy(BASE)
+    doc[key] = "/srv/records-own/own.file"
+    assert daemon_accepts(doc) == (True, "")

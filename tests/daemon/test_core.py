@@ -242,6 +242,12 @@ def rec(**over: Any) -> dict[str, Any]:
 
 LAST = {"failback": d.LastEmit(NOW - 100, "dispatch-20260921T141140Z-failback-aaaaaaaa")}
 
+CUTOVER_LAST = d.LastEmit(NOW - 200, "dispatch-20260921T141140Z-cutover-cccccccc")
+# The last cutover request, then a failback request after it: the episode is over.
+EPISODE_ENDED = {"cutover": CUTOVER_LAST, "failback": LAST["failback"]}
+# A failback before the last cutover: that cutover's episode is still open.
+EPISODE_OPEN = {"cutover": CUTOVER_LAST, "failback": d.LastEmit(NOW - 300, LAST["failback"][1])}
+
 DECIDE_CASES = [
     # id, record, config overrides, last_emit, force, outcome, reason part, status
     ("routed", rec(), {}, {}, False, "emitted", "", "awaiting-approval"),
@@ -330,6 +336,7 @@ DECIDE_CASES = [
     ),
     ("coalesce-off", rec(decision_type="failback"), {}, LAST, False, "emitted", "", "queued"),
     (
+        # A synthetic check waits for approval even on a no-approval route (issue 9).
         "handoff-never-coalesced",
         rec(decision_id="handoff-check-x", decision_type="failback"),
         {"routes": route_over("failback", coalesce_seconds=600)},
@@ -337,7 +344,79 @@ DECIDE_CASES = [
         False,
         "emitted",
         "",
-        "queued",
+        "awaiting-approval",
+    ),
+    (
+        # A failback after the last cutover ended that outage: a new cutover request.
+        "episode-ended-by-other-route",
+        rec(),
+        {"routes": route_over("cutover", coalesce_seconds=600)},
+        EPISODE_ENDED,
+        False,
+        "emitted",
+        "",
+        "awaiting-approval",
+    ),
+    (
+        "same-episode-coalesced",
+        rec(),
+        {"routes": route_over("cutover", coalesce_seconds=600)},
+        EPISODE_OPEN,
+        False,
+        "coalesced",
+        "dispatch-20260921T141140Z-cutover-cccccccc",
+        None,
+    ),
+    (
+        "future-refused",
+        rec(timestamp_utc="2100-01-01T00:00:00Z"),
+        {},
+        {},
+        False,
+        "rejected",
+        "in the future",
+        None,
+    ),
+    (
+        "future-within-skew",
+        rec(timestamp_utc="2026-09-21T14:17:00+00:00"),
+        {},
+        {},
+        False,
+        "emitted",
+        "",
+        "awaiting-approval",
+    ),
+    (
+        "future-id-time-refused",
+        rec(decision_id="decision-21000101T000000Z-cutover-x", timestamp_utc=None),
+        {},
+        {},
+        False,
+        "rejected",
+        "from decision_id",
+        None,
+    ),
+    (
+        # Years before 1000 keep a four-digit year in the id (glibc's %Y would not).
+        "year-5-replayed",
+        rec(timestamp_utc="0005-01-01T00:00:00Z"),
+        {},
+        {},
+        True,
+        "emitted",
+        "replayed",
+        "awaiting-approval",
+    ),
+    (
+        "out-of-range-timestamp-uses-id-time",
+        rec(timestamp_utc="9999-12-31T23:59:59-23:59"),
+        {},
+        {},
+        False,
+        "emitted",
+        "",
+        "awaiting-approval",
     ),
 ]
 
@@ -376,6 +455,75 @@ def test_decide(
         assert decision.request["requires_approval"] is (status == "awaiting-approval")
         assert decision.request["dispatch_id"] == decision.dispatch_id
         assert_valid("dispatch-request", decision.request)
+
+
+@pytest.mark.parametrize("awaiting", [True, False])
+def test_a_request_names_the_other_routes_request_still_awaiting_approval(awaiting: bool) -> None:
+    asked: list[str] = []
+
+    def awaits(dispatch_id: str) -> bool:
+        asked.append(dispatch_id)
+        return awaiting
+
+    decision = d.decide(
+        rec(decision_type="failback"),
+        record_path="/srv/records/r.json",
+        mtime=NOW,
+        config=config(),
+        now=NOW,
+        last_emit={"cutover": CUTOVER_LAST},
+        awaits_approval=awaits,
+    )
+    assert asked == [CUTOVER_LAST.dispatch_id]
+    assert decision.request is not None
+    assert decision.request.get("supersedes") == (CUTOVER_LAST.dispatch_id if awaiting else None)
+    assert_valid("dispatch-request", decision.request)
+
+
+def test_a_synthetic_request_always_awaits_approval_and_says_so() -> None:
+    decision = d.decide(
+        rec(decision_id="handoff-check-1", decision_type="failback"),
+        record_path="/srv/records/r.json",
+        mtime=NOW,
+        config=config(require_approval=False),
+        now=NOW,
+        last_emit={"cutover": CUTOVER_LAST},
+        awaits_approval=lambda _id: True,  # a synthetic check supersedes nothing
+    )
+    req = decision.request
+    assert req is not None and "supersedes" not in req
+    assert (req["status"], req["requires_approval"], req["approval_source"], req["synthetic"]) == (
+        "awaiting-approval",
+        True,
+        "synthetic",
+        True,
+    )
+    assert_valid("dispatch-request", req)
+
+
+def test_carried_checks_are_cut_at_the_request_depth() -> None:
+    deep: Any = []
+    for _ in range(200):
+        deep = [deep]
+    decision = d.decide(
+        rec(checks=deep),
+        record_path="/srv/records/r.json",
+        mtime=NOW,
+        config=config(),
+        now=NOW,
+        last_emit={},
+    )
+    assert decision.request is not None
+    assert d.json_depth(d.dump_json(decision.request).decode()) == d.REQUEST_DEPTH_MAX
+    assert d.DEPTH_CUT in d.dump_json(decision.request).decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [("{}", 1), ('{"a": "[[[{{{"}', 1), ('[[], [[["\\"]]]]', 4), ('"]]"', 0), ("1", 0)],
+)
+def test_json_depth_ignores_brackets_in_strings(text: str, depth: int) -> None:
+    assert d.json_depth(text) == depth
 
 
 def test_request_carries_record_fields_and_expiry() -> None:

@@ -16,7 +16,6 @@ FILES = {"state_file": "state.json", "log_file": "dispatcher.log", "ledger_file"
 
 @pytest.mark.parametrize("folder", ["requests", "records"])
 @pytest.mark.parametrize("key", sorted(FILES))
-@pytest.mark.xfail(strict=True, reason="issue 9: config accepts own files in data folders")
 def test_own_files_inside_the_requests_or_records_folder_are_refused(
     root: Root, key: str, folder: str
 ) -> None:

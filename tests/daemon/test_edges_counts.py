@@ -22,7 +22,6 @@ def _events(root: Root, event: str, file: str) -> int:
     return sum(1 for ln in root.log_lines() if ln["event"] == event and ln.get("file") == file)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: in-place rewrites counted per event")
 def test_record_rewritten_in_place_40_times_counts_once(root: Root, spawn) -> None:
     daemon = spawn(PY, root).wait_ready()  # settle_seconds 1: half-written files wait
     data = json.dumps(record("rewrite-1")).encode()
@@ -42,7 +41,6 @@ def test_record_rewritten_in_place_40_times_counts_once(root: Root, spawn) -> No
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: rejected files re-counted after a folder blip")
 def test_rejected_file_is_not_counted_again_after_a_records_folder_blip(root: Root, spawn) -> None:
     daemon = spawn(PY, root).wait_ready()
     (root.records / "bad.json").write_text("[]")

@@ -34,7 +34,6 @@ def _drop_and_wait(root: Root, name: str, doc: dict[str, Any]) -> str:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: cutover->failback->cutover in the window")
 def test_second_outage_after_a_failback_gets_its_own_cutover_request(root: Root, spawn) -> None:
     root.write_config(settle_seconds=0, routes=_routes(coalesce_seconds=600))
     daemon = spawn(PY, root).wait_ready()
@@ -103,3 +102,37 @@ def test_list_shows_expires_at_and_expired_requests(root: Root) -> None:
     human = cli(PY, root, "list", env=later).stdout
     line = next(ln for ln in human.splitlines() if request["dispatch_id"] in ln)
     assert "expired" in line
+
+
+def test_failback_request_names_the_cutover_request_it_supersedes(root: Root, spawn) -> None:
+    """The request side of supersedes (the list/status view is the test above): only a
+    request still awaiting approval is named; the episode state survives a restart."""
+    approvals = root.path / "approvals"
+    approvals.mkdir()
+    root.write_config(
+        settle_seconds=0, approvals_dir=str(approvals), routes=_routes(coalesce_seconds=600)
+    )
+    daemon = spawn(PY, root).wait_ready()
+    assert _drop_and_wait(root, "c1.json", record("s-c1", timestamp_utc=now_iso(-120))) == "emitted"
+    assert (
+        _drop_and_wait(root, "f1.json", record("s-f1", "failback", timestamp_utc=now_iso(-90)))
+        == "emitted"
+    )
+    assert daemon.stop() == 0
+    # Restarted: the failback still ends the first outage (kept in the ledger).
+    daemon = spawn(PY, root).wait_ready()
+    assert _drop_and_wait(root, "c2.json", record("s-c2", timestamp_utc=now_iso(-60))) == "emitted"
+    by_source = {d["source_decision_id"]: d for d in root.request_docs()}
+    assert by_source["s-f1"].get("supersedes") == by_source["s-c1"]["dispatch_id"]
+    assert "supersedes" not in by_source["s-c1"] and "supersedes" not in by_source["s-c2"]
+    # The second cutover was approved: the next failback supersedes nothing.
+    (approvals / f"{by_source['s-c2']['dispatch_id']}.approved.json").write_text("{}")
+    assert (
+        _drop_and_wait(root, "f2.json", record("s-f2", "failback", timestamp_utc=now_iso(-30)))
+        == "emitted"
+    )
+    by_source = {d["source_decision_id"]: d for d in root.request_docs()}
+    assert "supersedes" not in by_source["s-f2"]
+    for doc in by_source.values():
+        assert_valid("dispatch-request", doc)
+    assert daemon.stop() == 0

@@ -41,7 +41,6 @@ class FolderWatch(threading.Thread):
                     self.seen[name] = json.loads((self.folder / name).read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: validate-handoff writes a queued request")
 def test_handoff_on_a_no_approval_route_never_writes_a_queued_request(root: Root, spawn) -> None:
     root.write_config(settle_seconds=0)  # route failback: requires_approval false
     daemon = spawn(PY, root).wait_ready()
@@ -59,7 +58,10 @@ def test_handoff_on_a_no_approval_route_never_writes_a_queued_request(root: Root
     if result.returncode == 0:
         # The check ran: its request waited for approval and said it is synthetic.
         assert statuses["status"]["actual"] == "awaiting-approval", verdict
-        assert [d.get("status") for d in watch.seen.values()] == ["awaiting-approval"]
+        assert statuses["synthetic"]["ok"] is True, verdict
+        # The request lives for milliseconds: on a busy host the poller may miss it, so
+        # what it saw (if anything) is checked, not that it saw it.
+        assert [d.get("status") for d in watch.seen.values()] in ([], ["awaiting-approval"])
         assert all(d.get("synthetic") is True for d in watch.seen.values())
     else:
         # Or the check refuses such a route, and writes nothing at all.

@@ -24,7 +24,6 @@ def _raw_control(text: str) -> list[str]:
     return [c for c in text if (ord(c) < 32 and c != "\n") or ord(c) == 127]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: list prints record names raw")
 def test_list_escapes_record_names(root: Root) -> None:
     (root.records / EVIL).write_text("[]")
     assert cli(PY, root, "once").returncode == 0
@@ -36,7 +35,6 @@ def test_list_escapes_record_names(root: Root) -> None:
     assert len(rows) == 1, out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: status prints last_error raw")
 def test_status_escapes_last_error(root: Root, spawn) -> None:
     root.write_config(settle_seconds=0)
     daemon = spawn(PY, root).wait_ready()

@@ -334,7 +334,9 @@ def test_validate_handoff(python: str, root: Root, spawn) -> None:
     result = cli(python, root, "validate-handoff", "--decision-type", "failback")
     assert result.returncode == 0, result.stdout
     statuses = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
-    assert statuses["status"]["actual"] == "queued"
+    # A synthetic request waits for approval even on a no-approval route (issue 9).
+    assert statuses["status"]["actual"] == "awaiting-approval"
+    assert statuses["synthetic"]["ok"] is True
     result = cli(python, root, "validate-handoff", "--decision-type", "reboot")
     assert result.returncode == 5
     # The synthetic checks never become last_dispatch_id (a published output).

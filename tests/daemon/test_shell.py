@@ -95,7 +95,7 @@ def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
     clock = Clock()
     routes = {**ROUTES, "failback": {**ROUTES["failback"], "coalesce_seconds": 600}}
     daemon, records = make(tmp_path, clock, routes=routes)
-    put(records, "f1.json", record("fb-1", "failback", timestamp_utc=now_iso(-300)))
+    put(records, "f1.json", record("fb-1", "failback", timestamp_utc=now_iso(-500)))
     daemon.scan(full=True)
     daemon.stop()
     daemon, records = make(tmp_path, clock, routes=routes)
@@ -107,7 +107,7 @@ def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
     assert outcomes["f2.json"]["outcome"] == "coalesced"
     assert outcomes["f2.json"]["dispatch_id"] == outcomes["f1.json"]["dispatch_id"]
     assert outcomes["c1.json"]["outcome"] == "emitted"  # another route: its own window
-    put(records, "f3.json", record("fb-3", "failback", timestamp_utc=now_iso(+400)))
+    put(records, "f3.json", record("fb-3", "failback", timestamp_utc=now_iso(+200)))
     daemon.scan(full=True)
     assert daemon.ledger.get_file("f3.json")["outcome"] == "emitted"
     daemon.stop()
@@ -269,3 +269,37 @@ def test_a_request_on_disk_without_its_ledger_row_is_adopted_after_a_crash(
     ledger = d.Ledger(daemon.config.ledger_file, readonly=True)
     assert ledger.meta_get("clean_stop") == "1"
     ledger.close()
+
+
+def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
+    """What `supersedes` asks (issue 9): awaiting = in the requests folder as
+    awaiting-approval, no approval marker, not expired."""
+    requests, approvals = tmp_path / "requests", tmp_path / "approvals"
+    requests.mkdir()
+    approvals.mkdir()
+    raw = {
+        "schema_version": 1,
+        "decision_records_dir": str(tmp_path / "records"),
+        "requests_dir": str(requests),
+        "approvals_dir": str(approvals),
+        "execution_mode": "record-only",
+        "require_approval": True,
+        "poll_seconds": 5,
+        "routes": ROUTES,
+    }
+    cfg = d.parse_config(json.dumps(raw).encode(), str(tmp_path / "config" / "config.json"))
+    now = time.time()
+
+    def request(name: str, **doc: Any) -> str:
+        (requests / f"{name}.json").write_text(json.dumps(doc))
+        return name
+
+    waiting = request("w", status="awaiting-approval")
+    queued = request("q", status="queued")
+    approved = request("a", status="awaiting-approval")
+    (approvals / "a.approved.json").write_text("{}")
+    expired = request("e", status="awaiting-approval", expires_at=d.iso_ts(now - 1))
+    later = request("l", status="awaiting-approval", expires_at=d.iso_ts(now + 60))
+    got = {n: d.awaits_approval(cfg, n, now) for n in (waiting, queued, approved, expired, later)}
+    got["gone"] = d.awaits_approval(cfg, "gone", now)
+    assert got == {"w": True, "q": False, "a": False, "e": False, "l": True, "gone": False}

@@ -164,8 +164,13 @@ def test_judge_unreadable(
     assert problem.reason in got.reason
 
 
-def prior(outcome: str, file: str | None = "a.json", dispatch_id: str | None = "dispatch-x") -> Any:
-    return d.PriorDecision("dec-1", outcome, dispatch_id, "cutover", NOW, file, "", NOW)
+def prior(
+    outcome: str,
+    file: str | None = "a.json",
+    dispatch_id: str | None = "dispatch-x",
+    reason: str = "",
+) -> Any:
+    return d.PriorDecision("dec-1", outcome, dispatch_id, "cutover", NOW, file, reason, NOW)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +191,34 @@ def prior(outcome: str, file: str | None = "a.json", dispatch_id: str | None = "
         # A request adopted after a crash, its file seen for the first time.
         (
             "a.json",
-            prior("emitted", file=None),
+            prior("emitted", reason=d.ADOPTED_REASON),
+            None,
+            "emitted",
+            True,
+            "request found in the requests folder (recovered after a restart)",
+        ),
+        # The file rewritten in place (it was pending in between): counted once, when it
+        # was decided, not per rewrite (issue 9).
+        (
+            "a.json",
+            prior("emitted"),
+            known("pending"),
+            "emitted",
+            False,
+            "already handled: emitted as dispatch-x",
+        ),
+        # An adopted request already counted for this file once.
+        (
+            "a.json",
+            prior("emitted", reason=d.COUNTED_REASON),
+            known("pending"),
+            "emitted",
+            False,
+            "already handled",
+        ),
+        (
+            "a.json",
+            prior("emitted", file=None, reason=d.ADOPTED_REASON),
             None,
             "emitted",
             True,

@@ -109,6 +109,35 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         },
         "is not a key of decision_dispatcher_routes",
     ),
+    # Issue 11: paths follow schemas/common.schema.json safe_path. The role judges root,
+    # records, script and archive itself (absent runs never run check-config); check-config
+    # judges the other paths of the rendered config.
+    "root_with_space": (
+        {"decision_dispatcher_root": "/opt/hy ops"},
+        "decision_dispatcher_root: '/opt/hy ops' must be",
+    ),
+    "records_with_dollar": (
+        {"decision_dispatcher_records_dir": "/srv/$x/records"},
+        "decision_dispatcher_records_dir: '/srv/$x/records' must be",
+    ),
+    "approvals_with_percent": ({"decision_dispatcher_approvals_dir": "/srv/50%"}, DAEMON),
+    "metrics_with_space": ({"decision_dispatcher_metrics_textfile": "/srv/a b.prom"}, DAEMON),
+    "script_with_quote": (
+        {"decision_dispatcher_script_path": "/usr/local/lib/it's/dispatcher.py"},
+        "decision_dispatcher_script_path: '/usr/local/lib/it's/dispatcher.py' must be",
+    ),
+    "absent_root_with_space": (
+        {
+            "decision_dispatcher_state": "absent",
+            "decision_dispatcher_archive_dir": "/tmp/a",
+            "decision_dispatcher_root": "/opt/hy ops",
+        },
+        "decision_dispatcher_root: '/opt/hy ops' must be",
+    ),
+    "absent_archive_with_quote": (
+        {"decision_dispatcher_state": "absent", "decision_dispatcher_archive_dir": "/tmp/a'b"},
+        "decision_dispatcher_archive_dir: '/tmp/a'b' must be",
+    ),
     "absent_without_archive": (
         {"decision_dispatcher_state": "absent"},
         "decision_dispatcher_archive_dir is empty",
