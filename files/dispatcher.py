@@ -1347,21 +1347,26 @@ class Ledger:
 
     @classmethod
     def open_or_recover(
-        cls, path: str, log: JsonLog, wait: Callable[[float], None], budget: float
+        cls,
+        path: str,
+        log: JsonLog,
+        wait: Callable[[float], None],
+        budget: float,
+        busy: float = LEDGER_BUSY_SECONDS,
     ) -> Tuple[Ledger, bool]:
         """Open the ledger; only a corrupt one (SQLite says so) is moved aside and a new
         one started (the requests folder then rebuilds it). A locked ledger, or one we
         may not open (permissions, I/O error), is not corrupt: it is tried again with a
-        growing pause (`wait` sleeps and keeps the watchdog fed) for up to `budget`
-        seconds, then the error is raised and the file left exactly as it is: moving it
-        aside would forget which decisions already had a request. Returns (ledger,
-        rebuilt)."""
+        growing pause (`wait` sleeps and keeps the watchdog fed; SQLite's own busy wait,
+        `busy`, is shorter than a ping interval) for up to `budget` seconds, then the
+        error is raised and the file left exactly as it is: moving it aside would forget
+        which decisions already had a request. Returns (ledger, rebuilt)."""
         existed = os.path.exists(path)
         deadline = time.monotonic() + budget
         pause = 0.25
         while True:
             try:
-                ledger = cls(path)
+                ledger = cls(path, busy_timeout=busy)
                 try:
                     row = ledger.db.execute("PRAGMA quick_check").fetchone()
                     if row is None or row[0] != "ok":
@@ -1403,7 +1408,7 @@ class Ledger:
                 reason=f"ledger corrupt ({problem}); moved to {aside}, rebuilding from "
                 "the requests folder",
             )
-            return cls(path), True
+            return cls(path, busy_timeout=busy), True
 
     def begin(self) -> None:
         if not self.in_tx:
@@ -2569,8 +2574,11 @@ class Daemon:
         check_own_path(cfg.state_file)
         for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), self.replays.folder):
             remove_stale_temps(folder)
+        # SQLite blocks while it waits for a lock: never as long as a watchdog interval.
+        watchdog = self.notifier.watchdog_s
+        busy = LEDGER_BUSY_SECONDS if watchdog is None else min(LEDGER_BUSY_SECONDS, watchdog / 4)
         self.ledger, rebuilt = Ledger.open_or_recover(
-            cfg.ledger_file, self.log, self.wait, LEDGER_OPEN_WAIT
+            cfg.ledger_file, self.log, self.wait, LEDGER_OPEN_WAIT, busy
         )
         self.index = FileIndex(self.ledger)
         self.batch = Batch(cfg, self.ledger, self.owner)

@@ -81,6 +81,33 @@ def test_a_locked_ledger_is_left_alone_and_nothing_is_dispatched_twice(root: Roo
     assert list(root.requests.glob("*.json")) == []
 
 
+@pytest.mark.skipif(not LIBFAKETIME, reason="needs faketime (make venv)")
+def test_the_service_waits_for_a_locked_ledger_feeding_the_watchdog(root: Root, spawn) -> None:
+    root.write_config(settle_seconds=0)
+    root.drop("r1.json", record("locked-run-1"))
+    assert run(PY, root, "once").returncode == 0
+    holder = subprocess.Popen(
+        [PY, "-c", HOLD_LOCK, str(root.ledger)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        # 10x fast clocks: the daemon's whole wait takes a tenth of it; WatchdogSec 2 s.
+        env = {**FAST_CLOCK, "WATCHDOG_USEC": "2000000"}
+        daemon = spawn(PY, root, env=env)
+        rc = daemon.proc.wait(30)
+        pings = daemon.read_notify().count("WATCHDOG=1")
+    finally:
+        holder.communicate("", timeout=10)
+    assert rc != 0 and "READY=1" not in daemon.messages
+    # Fed through the whole 15 s wait (a ping is due every second), not only at its ends.
+    assert pings >= 7, daemon.messages
+    assert _moved_aside(root) == []
+    assert str(root.ledger) in daemon.stderr()
+
+
 def test_a_ledger_the_service_user_cannot_open_is_left_alone() -> None:
     uid, gid = service_user()
     with service_root(uid, gid) as (root, script):
