@@ -126,6 +126,11 @@ HANDOFF_PREFIX = "handoff-check-"
 # Full stat scan of the records folder as a belt-and-braces check for in-place edits of
 # already handled files that no inotify event reported.
 FULL_SCAN_SECONDS = 3600.0
+# A ledger that is locked or cannot be opened (not corrupt) is tried again for this long
+# (pauses 0.25 s doubling to 4 s, the watchdog fed) before the start fails.
+LEDGER_OPEN_WAIT = 15.0
+# After a failed write (disk full...) the daemon retries in-process, pausing up to this.
+WRITE_RETRY_MAX = 60.0
 # Ledger rows are committed at least every this many records during a burst.
 BATCH_MAX = 1024
 # From this many staged requests on, one syncfs() replaces the per-file fsyncs.
@@ -879,7 +884,10 @@ def judge_file(
     """What to do with a record file from its stat alone. `look_again` (explain) ignores
     that the file was handled before."""
     unchanged = known is not None and not known.gone and known.sig.key() == sig.key()
-    if unchanged and not look_again and (known.outcome != "pending" or now < known.retry_at):
+    # A pending file waits for its deadline, but never longer than a settle wait from now:
+    # a deadline further away means the wall clock stepped back.
+    waiting = known is not None and now < known.retry_at <= now + config.settle_seconds + 1
+    if unchanged and not look_again and (known.outcome != "pending" or waiting):
         return FileVerdict(SKIP)
     if ledger_name(name) != name:
         return FileVerdict(DECIDED, Outcome("rejected", "file name is not valid UTF-8"))
@@ -900,7 +908,8 @@ def judge_unreadable(
     be being written (until settle_seconds after its last change), else rejected (a later
     change re-opens it)."""
     if known is not None and known.outcome == "pending" and known.sig.key() == sig.key():
-        settle_until = known.retry_at - 0.05  # unchanged since: keep the first deadline
+        # Unchanged since: keep the first deadline (bounded, should the clock step back).
+        settle_until = min(known.retry_at - 0.05, now + config.settle_seconds)
     else:
         # min(): a file stamped in the future (clock skew) must not stay pending forever.
         settle_until = min(sig.mtime, now) + config.settle_seconds
@@ -1151,7 +1160,10 @@ def write_temp(path: str, data: bytes, mode: int) -> Tuple[int, str]:
     .json); return (open descriptor, temp path). On an error the temp file is removed."""
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    # O_NONBLOCK: a FIFO planted at the temp name fails (ENXIO) instead of blocking;
+    # regular files ignore it.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(tmp, flags, mode)
     try:
         view = memoryview(data)
         while view:
@@ -1310,7 +1322,7 @@ class JsonLog:
 
     def _open(self) -> None:
         assert self.path
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.fd = open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self.size = os.fstat(self.fd).st_size
 
     def reconfigure(self, level: str, max_bytes: int, backups: int) -> None:
@@ -1407,6 +1419,9 @@ CREATE INDEX IF NOT EXISTS decisions_emitted ON decisions(route, decision_epoch)
     WHERE outcome = 'emitted';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# SQLite's busy wait for a lock another process holds (a reader, a backup): well under
+# WatchdogSec; a write that still finds it locked fails and is retried (degraded).
+LEDGER_BUSY_SECONDS = 5.0
 # Ledger meta key: "1" when the daemon last stopped cleanly (nothing to reconcile).
 CLEAN_STOP = "clean_stop"
 # SQLite page cache per connection, in KiB (negative PRAGMA value): the index of every
@@ -1416,21 +1431,59 @@ LEDGER_CACHE_KIB = 2048
 LOOKUP_CHUNK = 500
 
 
+class LedgerCorrupt(sqlite3.DatabaseError):
+    """PRAGMA quick_check did not answer ok."""
+
+
+class LedgerUnusable(sqlite3.OperationalError):
+    """The ledger stayed locked or unopenable for the whole wait (not corrupt)."""
+
+
+# SQLite's primary result codes that mean the file itself is damaged; anything else
+# (busy, locked, cannot open, read-only, I/O error, full) leaves the ledger alone.
+SQLITE_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+SQLITE_CORRUPT_TEXTS = ("file is not a database", "database disk image is malformed")
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    if isinstance(exc, LedgerCorrupt):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF in SQLITE_CORRUPT_CODES
+    return any(text in str(exc) for text in SQLITE_CORRUPT_TEXTS)
+
+
 class Ledger:
     """Durable record of handled files and decisions (SQLite, rollback journal,
     synchronous=FULL: a commit is on disk when it returns). A rollback journal rather than
     WAL so that an operator command run as root never leaves -wal/-shm files the service
     user cannot open. It is also the daemon's index of handled files (FileIndex)."""
 
-    def __init__(self, path: str, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str, readonly: bool = False, busy_timeout: float = LEDGER_BUSY_SECONDS
+    ) -> None:
         self.path = path
+        # SQLite follows symlinks and would make any empty file a ledger: the file (made
+        # here, ours, when missing) and its journal are checked first; SQLite then opens
+        # them by name, in a folder only the service user (and root) can change.
         if readonly:
-            # SQLite URI: only %, ? and # need escaping in the path part.
-            escaped = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-            uri = f"file:{escaped}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+            os.close(open_own_file(path, os.O_RDONLY, owned=False))
         else:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            os.close(open_own_file(path, os.O_RDWR | os.O_CREAT))
+            check_own_path(path + "-journal")
+        # SQLite URI: only %, ? and # need escaping in the path part.
+        escaped = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        if readonly:
+            uri = f"file:{escaped}?mode=ro"
+            self.db = sqlite3.connect(
+                uri, uri=True, isolation_level=None, timeout=LEDGER_BUSY_SECONDS
+            )
+        else:
+            uri = f"file:{escaped}?mode=rw"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(f"PRAGMA cache_size=-{LEDGER_CACHE_KIB}")
@@ -1439,30 +1492,69 @@ class Ledger:
         self.in_tx = False
 
     @classmethod
-    def open_or_recover(cls, path: str, log: JsonLog) -> Tuple[Ledger, bool]:
-        """Open the ledger; a corrupt one is moved aside and a new one started (the
-        requests folder then rebuilds it). Returns (ledger, rebuilt)."""
+    def open_or_recover(
+        cls,
+        path: str,
+        log: JsonLog,
+        wait: Callable[[float], None],
+        budget: float,
+        busy: float = LEDGER_BUSY_SECONDS,
+    ) -> Tuple[Ledger, bool]:
+        """Open the ledger; only a corrupt one (SQLite says so) is moved aside and a new
+        one started (the requests folder then rebuilds it). A locked ledger, or one we
+        may not open (permissions, I/O error), is not corrupt: it is tried again with a
+        growing pause (`wait` sleeps and keeps the watchdog fed; SQLite's own busy wait,
+        `busy`, is shorter than a ping interval) for up to `budget` seconds, then the
+        error is raised and the file left exactly as it is: moving it aside would forget
+        which decisions already had a request. Returns (ledger, rebuilt)."""
         existed = os.path.exists(path)
-        try:
-            ledger = cls(path)
-            row = ledger.db.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
-            return ledger, not existed
-        except sqlite3.DatabaseError as exc:
+        deadline = time.monotonic() + budget
+        pause = 0.25
+        while True:
+            try:
+                ledger = cls(path, busy_timeout=busy)
+                try:
+                    row = ledger.db.execute("PRAGMA quick_check").fetchone()
+                    if row is None or row[0] != "ok":
+                        raise LedgerCorrupt(f"quick_check: {row[0] if row else 'no answer'}")
+                    # A write lock now: a ledger we can read but not write fails here.
+                    ledger.begin()
+                    ledger.commit()
+                except BaseException:
+                    ledger.db.close()
+                    raise
+                return ledger, not existed
+            except UnsafeFile:
+                raise  # a symlink or another user's file: waiting does not change it
+            except (sqlite3.Error, OSError) as exc:
+                if not is_corrupt(exc):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise LedgerUnusable(f"ledger {path}: {exc}; left as it is") from None
+                    log.event(
+                        "error",
+                        level="WARNING",
+                        file=path,
+                        reason=f"ledger not usable ({exc}); not corrupt, trying again "
+                        f"in {min(pause, left):g} s",
+                    )
+                    wait(min(pause, left))
+                    pause = min(pause * 2, 4.0)
+                    continue
+                problem = exc
             aside = f"{path}.corrupt-{compact_ts(time.time())}"
             with contextlib.suppress(OSError):
                 os.replace(path, aside)
             with contextlib.suppress(OSError):
-                os.unlink(path + "-journal")
+                os.replace(path + "-journal", aside + "-journal")
             log.event(
                 "error",
                 level="ERROR",
                 file=path,
-                reason=f"ledger unreadable ({exc}); moved to {aside}, rebuilding from "
+                reason=f"ledger corrupt ({problem}); moved to {aside}, rebuilding from "
                 "the requests folder",
             )
-            return cls(path), True
+            return cls(path, busy_timeout=busy), True
 
     def begin(self) -> None:
         if not self.in_tx:
@@ -1471,11 +1563,19 @@ class Ledger:
 
     def commit(self) -> None:
         if self.in_tx:
-            self.db.execute("COMMIT")
-            self.in_tx = False
+            try:
+                self.db.execute("COMMIT")
+            finally:
+                # A failed COMMIT (disk full) may leave the transaction open or already
+                # rolled back by SQLite: either way it is over, and the caller gets the
+                # real error, never a later "cannot commit - no transaction is active".
+                self.in_tx = False
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
 
     def rollback(self) -> None:
-        if self.in_tx:
+        if self.in_tx or self.db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
             self.in_tx = False
@@ -1780,10 +1880,13 @@ class Notifier:
         addr = "\0" + self.addr[1:] if self.addr.startswith("@") else self.addr
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message.encode(), addr)
+                # Never block the loop on a receiver that is slow to read (a full queue
+                # drops this message; the next ping follows within half WatchdogSec).
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, addr)
         except OSError:
-            pass  # systemd gone or not listening: nothing useful to do
+            pass  # systemd gone, not listening or busy: nothing useful to do
 
+    # `now` here is time.monotonic(): a wall-clock step must not stop the pings.
     def ping_due(self) -> Optional[float]:
         if self.watchdog_s is None:
             return None
@@ -1809,10 +1912,64 @@ def load_config(path: str) -> Config:
         raise ConfigError(f"config {path}: {exc}") from None
 
 
+class UnsafeFile(OSError):
+    """A file of ours (lock, log, ledger, state) is a symlink, a FIFO or another kind of
+    non-regular file, or belongs to another user: never followed, read or written."""
+
+
+def open_own_file(path: str, flags: int, mode: int = 0o640, owned: bool = True) -> int:
+    """Open one of the daemon's own files under state/ or logs/ without following a
+    symlink or blocking on a FIFO (the folders belong to the service user, and operator
+    commands may run as root): O_NOFOLLOW|O_NONBLOCK, then it must be a regular file and,
+    when `owned` (we write to it), ours. O_NONBLOCK is cleared again before returning."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(errno.ELOOP, f"{path} is a symlink (never followed)") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads, opened for writing
+            raise UnsafeFile(errno.ENXIO, f"{path} is not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(errno.EINVAL, f"{path} is not a regular file; remove it")
+        if owned and st.st_uid != os.geteuid():
+            raise UnsafeFile(
+                errno.EPERM,
+                f"{path} belongs to uid {st.st_uid}, not to uid {os.geteuid()} that runs "
+                "this; give it back (chown) or remove it",
+            )
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_own_path(path: str) -> None:
+    """For files SQLite or a rename opens by name: refuse a symlink, a FIFO or another
+    user's file already at `path` (a missing one is fine)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeFile(errno.ELOOP, f"{path} is a symlink (never followed)")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(errno.EINVAL, f"{path} is not a regular file; remove it")
+    if st.st_uid != os.geteuid():
+        raise UnsafeFile(
+            errno.EPERM,
+            f"{path} belongs to uid {st.st_uid}, not to uid {os.geteuid()} that runs this; "
+            "give it back (chown) or remove it",
+        )
+
+
 def lock_holder_running(lock_file: str) -> bool:
     """True when some process holds the instance lock (i.e. a daemon runs on this root)."""
     try:
-        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_own_file(lock_file, os.O_RDONLY, owned=False)
     except OSError:
         return False
     try:
@@ -1829,7 +1986,7 @@ class Locked(Exception):
 
 
 def acquire_lock(lock_file: str) -> int:
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = open_own_file(lock_file, os.O_RDWR | os.O_CREAT)
     # `status` and `validate-handoff` probe the lock with a shared flock held for
     # microseconds: retry briefly so a probe never makes a starting daemon give up.
     deadline = time.monotonic() + 1.0
@@ -1888,8 +2045,10 @@ def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
 
 
 def read_json_quiet(path: str) -> Optional[dict]:
+    """A small JSON document (state, request, replay answer), or None. Never follows a
+    symlink nor blocks on a FIFO someone put in its place."""
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(open_own_file(path, os.O_RDONLY, owned=False), "rb") as fh:
             doc = json.loads(fh.read(4 << 20))
     except (OSError, ValueError, RecursionError):
         return None
@@ -2132,13 +2291,13 @@ class Watcher:
             raise NotADirectoryError(self.config.records_dir)
         return dst.st_mtime_ns
 
-    def listed(self, mtime_ns: int, full: bool, now: float) -> None:
+    def listed(self, mtime_ns: int, full: bool, mono_now: float) -> None:
         # A folder changed within the last second may change again with the same coarse
         # timestamp: only trust a listing of an older mtime (racy-git rule).
         trusted = (time.time_ns() - mtime_ns) > 1_000_000_000
         self.dir_mtime_ns = mtime_ns if trusted else None
         if full:
-            self.last_full_scan = now
+            self.last_full_scan = mono_now
 
     def changed_names(self, index: FileIndex, with_stat: bool, now: float) -> List[str]:
         """Names that need a look: new, replaced (other inode), or (with_stat) changed.
@@ -2216,6 +2375,7 @@ class Batch:
         self.ledger = ledger
         self.writes = StagedWrites(config.requests_dir, owner)
         self.failed = False  # a commit failed: requests may be on disk the ledger lacks
+        self.remade = 0  # times the requests folder was re-created
 
     def target(self, dispatch_id: str) -> str:
         return os.path.join(self.config.requests_dir, dispatch_id + ".json")
@@ -2230,7 +2390,39 @@ class Batch:
 
     def stage(self, decision: Decision) -> None:
         assert decision.dispatch_id is not None and decision.request is not None
-        self.writes.stage(self.target(decision.dispatch_id), dump_json(decision.request))
+        target, data = self.target(decision.dispatch_id), dump_json(decision.request)
+        try:
+            self.writes.stage(target, data)
+        except FileNotFoundError:
+            if not self.make_folder():
+                raise
+            self.writes.stage(target, data)
+
+    def make_folder(self) -> bool:
+        """Re-create a requests folder that vanished (0750, ours) when the folder above it
+        is still there; False when it cannot be (then the daemon reports degraded)."""
+        folder = self.config.requests_dir
+        if os.path.isdir(folder) or not os.path.isdir(os.path.dirname(folder)):
+            return False
+        try:
+            os.mkdir(folder, 0o750)
+            os.chmod(folder, 0o750)  # whatever the umask
+            if self.writes.owner is not None:
+                os.chown(folder, *self.writes.owner)
+        except OSError:
+            return os.path.isdir(folder)
+        self.remade += 1  # the daemon logs it
+        return True
+
+    def usable(self) -> Optional[str]:
+        """Why requests cannot be written now (None: they can). One stat and one access
+        check per poll; a vanished folder is re-created."""
+        folder = self.config.requests_dir
+        if not os.path.isdir(folder) and not self.make_folder():
+            return f"requests folder {folder} is missing and cannot be re-created"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"requests folder {folder} is not writable"
+        return None
 
     @property
     def full(self) -> bool:
@@ -2288,7 +2480,7 @@ class Batch:
                 continue
             path = os.path.join(self.config.requests_dir, name)
             try:
-                with open(path, "rb") as fh:
+                with os.fdopen(open_own_file(path, os.O_RDONLY, owned=False), "rb") as fh:
                     doc = json.loads(fh.read(4 << 20))
                 decision_id = doc["source_decision_id"]
                 dispatch_id = doc["dispatch_id"]
@@ -2341,14 +2533,18 @@ class StateReport:
     bounded, rewritten when something changed, at most every STATE_MIN_INTERVAL, and at
     every heartbeat)."""
 
-    def __init__(self, log: JsonLog, started_at: float) -> None:
+    def __init__(
+        self, log: JsonLog, started_at: float, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.log = log
+        self.monotonic = monotonic  # intervals; wall time only for timestamps
         self.counters: Dict[str, int] = {k: 0 for k in OUTCOMES}
         self.counters["errors"] = 0
         self.last_dispatch_id = ""
         self.last_decision_id = ""
         self.last_error = ""
         self.records_dir_ok = True
+        self.write_problem = ""  # why requests or the ledger cannot be written now
         self.status = "starting"
         self.started_at = started_at
         self.last_write = 0.0
@@ -2364,6 +2560,16 @@ class StateReport:
                         self.counters[key] = saved[key]
         self.last_dispatch_id = ledger.meta_get("last_dispatch_id") or ""
         self.last_decision_id = ledger.meta_get("last_decision_id") or ""
+
+    def rewind(self, ledger: Ledger) -> None:
+        """A batch was rolled back: counters and last ids go back to the ledger's last
+        commit (what really happened); the errors seen since are kept."""
+        errors = self.counters["errors"]
+        self.counters = {k: 0 for k in OUTCOMES}
+        self.counters["errors"] = 0
+        self.restore(ledger, rebuilt=False)
+        self.counters["errors"] = max(errors, self.counters["errors"])
+        self.dirty = True
 
     def meta(self) -> Dict[str, str]:
         """What the ledger keeps across restarts (committed with every batch)."""
@@ -2445,12 +2651,15 @@ class StateReport:
     def write(
         self, now: float, config: Config, index: FileIndex, watcher: str, force: bool = False
     ) -> None:
-        if not force and now < self.next_write(config.heartbeat_seconds):
+        mono_now = self.monotonic()
+        if not force and mono_now < self.next_write(config.heartbeat_seconds):
             return
         if self.status not in ("stopping", "stopped"):
-            self.status = "running" if self.records_dir_ok else "degraded"
+            usable = self.records_dir_ok and not self.write_problem
+            self.status = "running" if usable else "degraded"
+        check_own_path(config.state_file)  # replaced by rename: refuse a FIFO left there
         write_file_durably(config.state_file, dump_json(self.doc(now, config, index, watcher)))
-        self.last_write = now
+        self.last_write = mono_now
         self.dirty = False
 
 
@@ -2528,13 +2737,15 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         use_inotify: bool = True,
         owner: Optional[Tuple[int, int]] = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.log = log
-        self.clock = clock
+        self.clock = clock  # wall time: timestamps, record ages, retention
+        self.mono = monotonic  # intervals: polls, pings, heartbeats, retries
         self.owner = owner  # (uid, gid) for files created when an operator runs as root
         self.watcher = Watcher(config, log, use_inotify)
-        self.report = StateReport(log, clock())
+        self.report = StateReport(log, clock(), monotonic)
         self.replays = ReplayInbox(config)
         self.notifier = Notifier()
         self.ledger: Optional[Ledger] = None
@@ -2543,6 +2754,10 @@ class Daemon:
         self.lock_fd: Optional[int] = None
         self.last_emit: Dict[str, LastEmit] = {}
         self.last_poll = 0.0
+        # A failed write (disk full, requests folder unwritable, ledger locked) is tried
+        # again in-process at this monotonic time, the pause doubling up to a minute.
+        self.write_retry_at = 0.0
+        self.write_pause = 0.0
         self.stop_requested = False
         self.reload_requested = False
         self.poll_requested = False
@@ -2562,9 +2777,15 @@ class Daemon:
                     os.chown(folder, *self.owner)
         if hold_lock:
             self.lock_fd = acquire_lock(cfg.lock_file)
+        check_own_path(cfg.state_file)
         for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), self.replays.folder):
             remove_stale_temps(folder)
-        self.ledger, rebuilt = Ledger.open_or_recover(cfg.ledger_file, self.log)
+        # SQLite blocks while it waits for a lock: never as long as a watchdog interval.
+        watchdog = self.notifier.watchdog_s
+        busy = LEDGER_BUSY_SECONDS if watchdog is None else min(LEDGER_BUSY_SECONDS, watchdog / 4)
+        self.ledger, rebuilt = Ledger.open_or_recover(
+            cfg.ledger_file, self.log, self.wait, LEDGER_OPEN_WAIT, busy
+        )
         self.index = FileIndex(self.ledger)
         self.batch = Batch(cfg, self.ledger, self.owner)
         self.report.restore(self.ledger, rebuilt)
@@ -2582,13 +2803,32 @@ class Daemon:
         self.watcher.arm()
         release_free_memory()  # the compiler's scratch for this file, before the first pass
 
+    def wait(self, seconds: float) -> None:
+        """Sleep, feeding the watchdog (a wait is never longer than WatchdogSec)."""
+        until = self.mono() + seconds
+        while True:
+            self.notifier.ping(self.mono())
+            left = until - self.mono()
+            if left <= 0:
+                return
+            due = self.notifier.ping_due()
+            step = left if due is None else max(0.01, min(left, due - self.mono()))
+            time.sleep(step)
+
     def stop(self) -> None:
         if self.ledger is not None:
-            self.finish_batch()
-            if self.batch is not None and not self.batch.failed:
-                self.ledger.begin()
-                self.ledger.meta_set(CLEAN_STOP, "1")
-                self.ledger.commit()
+            try:
+                self.finish_batch()
+                if self.batch is not None and not self.batch.failed:
+                    self.ledger.begin()
+                    self.ledger.meta_set(CLEAN_STOP, "1")
+                    self.ledger.commit()
+            except (OSError, sqlite3.Error) as exc:
+                # Still failing (disk full): the next start reconciles the requests folder.
+                self.log.event("error", level="ERROR", reason=f"stop: cannot write: {exc}")
+                if self.batch is not None:
+                    self.batch.failed = True
+                    self.batch.writes.abort()
             self.ledger.close()
             self.ledger = None
         self.watcher.close()
@@ -2617,9 +2857,19 @@ class Daemon:
             if self.batch.full:
                 self.finish_batch()
             if handled and handled % 128 == 0:
-                self.notifier.ping(self.clock())
+                self.notifier.ping(self.mono())
         self.finish_batch()
+        self._note_remade()
         return handled
+
+    def _note_remade(self) -> None:
+        assert self.batch is not None
+        if self.batch.remade:
+            self.batch.remade = 0
+            self.report.error(
+                f"requests folder {self.config.requests_dir} was missing; re-created (0750)",
+                level="WARNING",
+            )
 
     def _safety_net(self, full: bool, now: float) -> Optional[List[str]]:
         """Names the poll-timer pass looks at: the listing (when the folder changed, or
@@ -2648,7 +2898,7 @@ class Daemon:
             if recovering:
                 self.report.folder_usable(records_dir)
                 self.watcher.arm()  # the old watch (if any) may belong to a replaced folder
-            self.watcher.listed(mtime_ns, full or recovering, now)
+            self.watcher.listed(mtime_ns, full or recovering, self.mono())
         todo.extend(self.index.watched)  # duplicates are dropped by _oldest_first
         return todo
 
@@ -2704,9 +2954,10 @@ class Daemon:
             raise  # the ledger is broken: exit non-zero and let systemd restart us
         except OSError as exc:
             # Disk full, requests folder unwritable...: not the record's fault. Leave it
-            # unhandled so it is retried on the next poll (the listing is forced).
+            # unhandled: the daemon is degraded and tries again (the listing is forced).
             self.watcher.dir_mtime_ns = None
             self.report.error(f"{name}: {exc}", file=name)
+            self._writes_failing(f"cannot write the request for {name}: {exc}")
             return 0
         except Exception as exc:  # a bug must not stop the daemon; it is logged and counted
             reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -2893,18 +3144,18 @@ class Daemon:
             # has an outcome (or is pending) and state.json is fresh. That pass lists the
             # folder (new and replaced files); the stat of every file, for files edited in
             # place while we were stopped, follows right after READY.
-            self.scan()
+            # A write failure in the first pass (disk full) still ends in READY, reported
+            # degraded: exiting would only run into the unit's start limit.
+            self._guarded(self.scan)
             self.report.status = "running"
-            self.write_state(force=True)
+            self._guarded(lambda: self.write_state(force=True))
             self.notifier.send(
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
             )
-            self.notifier.ping(self.clock(), force=True)
-            self.scan(full=True)
-            self.prune()
-            self.answer_replays()
+            self.notifier.ping(self.mono(), force=True)
+            self._guarded(self._after_ready)
             release_free_memory()
-            self.last_poll = self.clock()
+            self.last_poll = self.mono()
             while not self.stop_requested:
                 timeout = self._next_timeout()
                 fd = self.watcher.fd
@@ -2924,7 +3175,9 @@ class Daemon:
                     self.notifier.send("RELOADING=1")
                     self.reload()
                     self.notifier.send("READY=1")
-                self._tick(fd is not None and fd in ready)
+                inotify_ready = fd is not None and fd in ready
+                self._guarded(lambda: self._tick(inotify_ready))  # noqa: B023 (called at once)
+                self.notifier.ping(self.mono())
         finally:
             self.notifier.send("STOPPING=1")
             self.report.status = "stopping"
@@ -2937,10 +3190,76 @@ class Daemon:
             os.close(wake_r)
             os.close(wake_w)
 
+    def _after_ready(self) -> None:
+        self.scan(full=True)
+        self.prune()
+        self.answer_replays()
+
+    def _guarded(self, step: Callable[[], Any]) -> None:
+        """Run one step of the loop; a failed write (disk full, requests folder gone or
+        unwritable, ledger locked) keeps the daemon up, degraded, retrying. A corrupt
+        ledger still ends the process (the next start moves it aside)."""
+        try:
+            step()
+        except (OSError, sqlite3.Error) as exc:
+            if is_corrupt(exc) or isinstance(exc, UnsafeFile):
+                raise
+            if self.batch is not None:
+                self.batch.failed = True  # requests may be on disk the ledger lacks
+                self.batch.writes.abort()
+            if self.ledger is not None:
+                self.ledger.rollback()
+            self._writes_failing(f"cannot write: {exc}")
+
+    def _writes_failing(self, reason: str) -> None:
+        """Degraded until a retry succeeds; the pause grows 1, 2, 4 ... 60 s."""
+        self.write_pause = min(max(1.0, self.write_pause * 2), WRITE_RETRY_MAX)
+        self.write_retry_at = self.mono() + self.write_pause
+        self.watcher.dir_mtime_ns = None
+        if reason != self.report.write_problem:
+            self.report.error(f"{reason}; trying again in {self.write_pause:g} s")
+        self.report.write_problem = reason
+        self.report.dirty = True
+        with contextlib.suppress(OSError):
+            self.write_state(force=True)
+
+    def _retry_writes(self) -> None:
+        """The retry after a failed write: requests written before the failure get their
+        ledger rows (reconcile), memory goes back to what the ledger says, and every file
+        is looked at again."""
+        assert self.batch is not None and self.ledger is not None and self.index is not None
+        problem = self.batch.usable()
+        if problem is not None:
+            self._writes_failing(problem)
+            return
+        if self.batch.failed:
+            self.batch.reconcile(self.log, self.clock())
+            self.batch.failed = False
+        self.report.rewind(self.ledger)
+        self.index.load()
+        self.last_emit = self.ledger.last_emits(self.config.routes)
+        was = self.report.write_problem
+        self.report.write_problem = ""
+        self.scan(full=True)
+        if self.report.write_problem:
+            return  # failed again in this pass (a request that could not be written)
+        self.write_pause = 0.0
+        self.log.event("recovered", reason=f"writes work again (after: {was})")
+        self.answer_replays()
+
     def _tick(self, inotify_ready: bool) -> None:
-        assert self.index is not None
-        now = self.clock()
+        assert self.index is not None and self.batch is not None
+        now, mono = self.clock(), self.mono()
         handled = 0
+        if self.report.write_problem:
+            if inotify_ready and self.watcher.inotify is not None:
+                self.watcher.drain()  # the retry lists the whole folder anyway
+            if self.poll_requested or mono >= self.write_retry_at:
+                self.poll_requested = False
+                self.last_poll = mono
+                self._retry_writes()
+            self.write_state()
+            return
         if inotify_ready and self.watcher.inotify is not None:
             names, overflow = self.watcher.drain()
             if overflow:
@@ -2948,12 +3267,18 @@ class Daemon:
             elif names:
                 handled += self.scan(names=names)
         retry = self.index.next_retry()
-        pending_due = retry is not None and retry <= now
+        # A deadline further away than a settle wait: the wall clock stepped back.
+        pending_due = retry is not None and not 0 < retry - now <= self._settle_horizon()
         full = False
-        if self.poll_requested or now - self.last_poll >= self.config.poll_seconds or pending_due:
+        if self.poll_requested or mono - self.last_poll >= self.config.poll_seconds or pending_due:
             self.poll_requested = False
-            self.last_poll = now
-            full = now - self.watcher.last_full_scan >= FULL_SCAN_SECONDS
+            self.last_poll = mono
+            full = mono - self.watcher.last_full_scan >= FULL_SCAN_SECONDS
+            problem = self.batch.usable()
+            self._note_remade()
+            if problem is not None:
+                self._writes_failing(problem)
+                return
             handled += self.scan(full=full)
             if full:
                 self.prune()
@@ -2961,22 +3286,29 @@ class Daemon:
         if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
             release_free_memory()
         self.write_state()
-        self.notifier.ping(self.clock())
+
+    def _settle_horizon(self) -> float:
+        return self.config.settle_seconds + 1.0
 
     def _next_timeout(self) -> float:
         assert self.index is not None
-        now = self.clock()
+        mono = self.mono()
         deadlines = [
             self.last_poll + self.config.poll_seconds,
             self.report.next_write(self.config.heartbeat_seconds),
         ]
+        if self.report.write_problem:
+            deadlines.append(self.write_retry_at)
         ping = self.notifier.ping_due()
         if ping is not None:
             deadlines.append(ping)
         retry = self.index.next_retry()
         if retry is not None:
-            deadlines.append(retry)
-        return max(0.0, min(deadlines) - now)
+            # Pending files wait for their wall-clock settle deadline, at most a settle
+            # wait from now (after a backward step of the wall clock).
+            wait = min(max(0.0, retry - self.clock()), self._settle_horizon())
+            deadlines.append(mono + wait)
+        return max(0.0, min(deadlines) - mono)
 
 
 # ======================================================================================
@@ -3022,9 +3354,9 @@ def _use_inotify() -> bool:
 def cmd_run(config_path: str, once: bool) -> int:
     config = _load_or_exit(config_path)
     try:
-        log = _open_log(config)
+        log = _open_log(config, rotate=not once)  # only the service rotates its log
     except OSError as exc:
-        _err(f"cannot open log {config.log_file}: {exc.strerror}")
+        _err(f"cannot open log {config.log_file}: {exc.strerror or exc}")
         return EXIT_RUNTIME
     daemon = Daemon(config, log, use_inotify=_use_inotify() and not once)
     try:
@@ -3111,7 +3443,7 @@ def _open_ledger_ro(config: Config) -> Optional[Ledger]:
         return None
     try:
         return Ledger(config.ledger_file, readonly=True)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         _err(f"cannot read ledger {config.ledger_file}: {exc}")
         return None
 
@@ -3261,9 +3593,11 @@ def _owner_of(folder: str) -> Optional[Tuple[int, int]]:
 
 
 def _daemon_pid(lock_file: str) -> Optional[int]:
-    with contextlib.suppress(OSError, ValueError), open(lock_file, "rb") as fh:
-        return int(fh.read(32).split()[0])
-    return None
+    try:
+        with os.fdopen(open_own_file(lock_file, os.O_RDONLY, owned=False), "rb") as fh:
+            return int(fh.read(32).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Optional[dict]:
@@ -3584,9 +3918,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def drop_root(config: Config) -> None:
+    """Run as root, a command drops to the owner of the state folder (the service user)
+    before it opens any file there: it then cannot be made to follow a symlink or fill a
+    file that user planted, and every file it creates is one the service can open. A
+    state folder that others may write to is refused. Raises SystemExit(EXIT_RUNTIME)."""
+    if os.geteuid() != 0:
+        return
+    folder = os.path.dirname(config.state_file)
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return  # nothing of the service's yet (the role creates it owned by the service)
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022:
+        _err(
+            f"state folder {folder} is not a folder only its owner may write to "
+            f"(mode {stat.filemode(st.st_mode)}); refusing to run as root there (chmod 0750)"
+        )
+        raise SystemExit(EXIT_RUNTIME)
+    if st.st_uid == 0:
+        return
+    gid, groups = st.st_gid, [st.st_gid]
+    try:
+        import pwd  # only needed here
+
+        entry = pwd.getpwuid(st.st_uid)
+        gid = entry.pw_gid
+        groups = os.getgrouplist(entry.pw_name, gid)
+    except (KeyError, OSError):
+        pass  # a uid without a passwd entry: its folder's group only
+    try:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(st.st_uid)
+    except OSError as exc:
+        _err(f"cannot drop root to uid {st.st_uid}, the owner of {folder}: {exc.strerror}")
+        raise SystemExit(EXIT_RUNTIME) from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command not in ("check-config", "validate-handoff"):
+        # validate-handoff writes its synthetic record as root; it only reads state/
+        # (with open_own_file's checks).
+        try:
+            drop_root(_load_or_exit(args.config))
+        except SystemExit as exc:
+            return int(exc.code or 0)
     try:
         if command in ("run", "once"):
             return cmd_run(args.config, once=command == "once")

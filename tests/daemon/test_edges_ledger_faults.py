@@ -55,7 +55,6 @@ def _moved_aside(root: Root) -> list[str]:
 
 
 @pytest.mark.skipif(not LIBFAKETIME, reason="needs faketime (make venv)")
-@pytest.mark.xfail(strict=True, reason="issue 9: a held SQLite lock is not corruption")
 def test_a_locked_ledger_is_left_alone_and_nothing_is_dispatched_twice(root: Root) -> None:
     root.write_config(settle_seconds=0)
     root.drop("r1.json", record("locked-1"))
@@ -82,7 +81,33 @@ def test_a_locked_ledger_is_left_alone_and_nothing_is_dispatched_twice(root: Roo
     assert list(root.requests.glob("*.json")) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: a ledger the service user cannot open")
+@pytest.mark.skipif(not LIBFAKETIME, reason="needs faketime (make venv)")
+def test_the_service_waits_for_a_locked_ledger_feeding_the_watchdog(root: Root, spawn) -> None:
+    root.write_config(settle_seconds=0)
+    root.drop("r1.json", record("locked-run-1"))
+    assert run(PY, root, "once").returncode == 0
+    holder = subprocess.Popen(
+        [PY, "-c", HOLD_LOCK, str(root.ledger)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        # 10x fast clocks: the daemon's whole wait takes a tenth of it; WatchdogSec 2 s.
+        env = {**FAST_CLOCK, "WATCHDOG_USEC": "2000000"}
+        daemon = spawn(PY, root, env=env)
+        rc = daemon.proc.wait(30)
+        pings = daemon.read_notify().count("WATCHDOG=1")
+    finally:
+        holder.communicate("", timeout=10)
+    assert rc != 0 and "READY=1" not in daemon.messages
+    # Fed through the whole 15 s wait (a ping is due every second), not only at its ends.
+    assert pings >= 7, daemon.messages
+    assert _moved_aside(root) == []
+    assert str(root.ledger) in daemon.stderr()
+
+
 def test_a_ledger_the_service_user_cannot_open_is_left_alone() -> None:
     uid, gid = service_user()
     with service_root(uid, gid) as (root, script):
@@ -99,7 +124,6 @@ def test_a_ledger_the_service_user_cannot_open_is_left_alone() -> None:
         assert result.returncode != 0 and str(root.ledger) in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: disk full logged as itself and retried")
 def test_disk_full_is_reported_as_itself_and_retried(root: Root, spawn) -> None:
     # The ledger on its own tiny file system: the request fits, the ledger commit does not.
     ledger = root.path / "db" / "ledger.sqlite3"
@@ -142,7 +166,6 @@ def _requests_written_or_degraded(root: Root, python: str, **kwargs) -> bool:
     return status.get("status") == "degraded" and status.get("healthy") is False
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: vanished requests folder re-created or degraded")
 def test_vanished_requests_folder_is_recreated_or_reported(root: Root, spawn) -> None:
     root.write_config(settle_seconds=0)
     daemon = spawn(PY, root).wait_ready()
@@ -159,7 +182,6 @@ def test_vanished_requests_folder_is_recreated_or_reported(root: Root, spawn) ->
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: unwritable requests folder reported degraded")
 def test_unwritable_requests_folder_is_reported_degraded(spawn) -> None:
     uid, gid = service_user()
     with service_root(uid, gid) as (root, script):

@@ -71,16 +71,13 @@ def _fingerprint(path: Path) -> tuple[bytes, int, int, int]:
     return path.read_bytes(), st.st_mode, st.st_uid, st.st_mtime_ns
 
 
-XFAIL_LINK = pytest.mark.xfail(strict=True, reason="issue 9: root commands follow symlinks")
-
-
 @pytest.mark.parametrize(
     "link",
     [
-        pytest.param("lock", marks=XFAIL_LINK),
-        pytest.param("log", marks=XFAIL_LINK),
+        "lock",
+        "log",
         # An empty root file: SQLite would happily make it a ledger.
-        pytest.param("ledger", marks=XFAIL_LINK),
+        "ledger",
         # Already safe today (state.json is replaced by rename, never written through):
         # kept as a guard.
         "state",
@@ -116,7 +113,6 @@ FIFO_COMMANDS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: a FIFO under state/ or logs/ hangs root")
 def test_root_commands_return_when_a_fifo_is_planted(svc: tuple[int, int]) -> None:
     with contextlib.ExitStack() as stack:
         # One root per (FIFO place, command), all run side by side: a hang costs one
@@ -152,7 +148,6 @@ def test_root_commands_return_when_a_fifo_is_planted(svc: tuple[int, int]) -> No
         assert all(path.is_fifo() for path in planted)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: root once leaves files the service cannot open")
 def test_root_once_on_a_fresh_root_then_the_service_starts(svc: tuple[int, int], spawn) -> None:
     with service_root(*svc) as (root, script):
         # The operator runs a pass before the service ever started.
@@ -191,7 +186,6 @@ def _pad_log(log: Path, size: int) -> None:
         fh.write(line(size - log.stat().st_size))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: operator commands rotate the log")
 def test_operator_commands_do_not_rotate_the_log(installed: tuple[Root, Path], spawn) -> None:
     root, script = installed
     root.write_config(settle_seconds=0, log_max_bytes=65536)

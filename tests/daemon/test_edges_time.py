@@ -24,7 +24,6 @@ def _pings(daemon, seconds: float) -> int:
     return daemon.read_notify().count("WATCHDOG=1")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: a backward wall-clock step stops pings/polling")
 def test_backward_clock_step_keeps_pings_and_polling_going(
     root: Root, spawn, tmp_path: Path
 ) -> None:

@@ -54,6 +54,8 @@ def known(outcome: str, sig: Any = SIG, **kw: Any) -> Any:
         ("a.json", SIG, known("emitted"), True, "read", None, None),  # explain looks again
         ("a.json", SIG, known("pending", retry_at=NOW + 1), False, "skip", None, None),
         ("a.json", SIG, known("pending", retry_at=NOW), False, "read", None, None),
+        # A deadline an hour away (the wall clock stepped back): read now, not in an hour.
+        ("a.json", SIG, known("pending", retry_at=NOW + 3600), False, "read", None, None),
         (
             d.os.fsdecode(b"\xff.json"),
             SIG,
@@ -146,6 +148,16 @@ FUTURE = SIG._replace(mtime_ns=int((NOW + 10 * 365 * 86400) * 1e9))
             "pending",
             False,
             NOW + 1.0,
+        ),
+        # Seen pending before, its deadline an hour away (the wall clock stepped back):
+        # bounded to a settle wait from now.
+        (
+            FRESH,
+            d.RecordRejected("empty file", True),
+            known("pending", FRESH, retry_at=NOW + 3600),
+            "pending",
+            False,
+            NOW + 2.05,
         ),
         # Settled (changed 10 s ago): rejected.
         (SIG, d.RecordRejected("invalid JSON: x", True), None, "rejected", True, 0.0),
