@@ -3237,7 +3237,7 @@ class Daemon:
             self.batch.failed = False
         self.report.rewind(self.ledger)
         self.index.load()
-        self.last_emit = self.ledger.last_emits(self.config.routes)
+        self.last_emit = self.ledger.last_emits()
         was = self.report.write_problem
         self.report.write_problem = ""
         self.scan(full=True)
