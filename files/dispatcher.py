@@ -2495,6 +2495,9 @@ class ApprovalBook:
         """Open the table; list the requests folder when the ledger may lack rows (after
         a crash, a new ledger, or a ledger from before this table)."""
         self.ledger = ledger
+        # Request files taken away while stopped are dropped at the first heartbeat, not
+        # before READY (a stat per open request).
+        self.last_check = now
         ledger.db.executescript(APPROVALS_SCHEMA)
         if resync or ledger.meta_get(APPROVALS_INDEXED) != "1":
             self.sync()
@@ -2616,7 +2619,7 @@ class ApprovalBook:
         if force or heartbeat or changed:
             if key is not None:
                 self._look_for_markers()
-            if heartbeat or force:
+            if heartbeat:
                 self._drop_gone(open_only=True)
                 self.last_check = now
             # A marker added within the folder's mtime granularity would not change it:
