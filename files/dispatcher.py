@@ -3228,7 +3228,12 @@ class Daemon:
         if self.ledger is not None and self.approvals.refresh(now):
             self.report.extra = self.approvals.state_fields()
             self.report.dirty = True
+        before = self.report.last_write
         self.report.write(now, self.config, self.index, self.watcher.mode, force)
+        # The metrics file follows state.json's cadence (a burst rewrites it at most every
+        # STATE_MIN_INTERVAL, not per batch), its own heartbeat and its retries.
+        if self.report.last_write == before and now < self.metrics.due():
+            return
         snap = self.metrics.snapshot(self.approvals, self.watcher.mode, self.last_pass, now)
         if self.metrics.write(snap, now, force):
             # The metrics file just became unwritable: status says so now, not a pass later.
