@@ -2452,11 +2452,12 @@ CREATE TABLE IF NOT EXISTS approvals (
     supersedes TEXT,
     synthetic INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS approvals_open ON approvals(dispatch_id) WHERE state = 'open';
-CREATE INDEX IF NOT EXISTS approvals_open_issued ON approvals(issued_at) WHERE state = 'open';
+-- Open rows in issue order: new requests append at its end (cheap during a burst), and
+-- the markers of open rows are looked for page by page along it.
+CREATE INDEX IF NOT EXISTS approvals_open ON approvals(issued_at, dispatch_id)
+    WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS approvals_supersedes ON approvals(supersedes)
     WHERE supersedes IS NOT NULL;
-CREATE INDEX IF NOT EXISTS approvals_count ON approvals(route, state);
 """
 # Ledger meta key: "1" once every request file in the folder has its approvals row.
 APPROVALS_INDEXED = "approvals_indexed"
@@ -2632,20 +2633,33 @@ class ApprovalBook:
     def _ids(self, open_only: bool = True) -> Iterable[List[str]]:
         """Dispatch ids of the rows (open ones only by default), LOOKUP_CHUNK at a time."""
         assert self.ledger is not None
-        sql = (
-            "SELECT dispatch_id FROM approvals INDEXED BY approvals_open "
-            "WHERE state = 'open' AND dispatch_id > ? ORDER BY dispatch_id LIMIT ?"
-            if open_only
-            else "SELECT dispatch_id FROM approvals WHERE dispatch_id > ? "
-            "ORDER BY dispatch_id LIMIT ?"
-        )
-        after = ""
+        if not open_only:
+            after = ""
+            while True:
+                ids = [
+                    r[0]
+                    for r in self.ledger.db.execute(
+                        "SELECT dispatch_id FROM approvals WHERE dispatch_id > ? "
+                        "ORDER BY dispatch_id LIMIT ?",
+                        (after, LOOKUP_CHUNK),
+                    )
+                ]
+                if not ids:
+                    return
+                after = ids[-1]
+                yield ids
+        position = (-1.0, "")
         while True:
-            ids = [r[0] for r in self.ledger.db.execute(sql, (after, LOOKUP_CHUNK))]
-            if not ids:
+            rows = self.ledger.db.execute(
+                "SELECT issued_at, dispatch_id FROM approvals INDEXED BY approvals_open "
+                "WHERE state = 'open' AND (issued_at, dispatch_id) > (?, ?) "
+                "ORDER BY issued_at, dispatch_id LIMIT ?",
+                (*position, LOOKUP_CHUNK),
+            ).fetchall()
+            if not rows:
                 return
-            after = ids[-1]
-            yield ids
+            position = rows[-1]
+            yield [r[1] for r in rows]
 
     def _look_for_markers(self) -> None:
         approved = [i for ids in self._ids() for i in ids if os.path.lexists(self.marker(i))]
@@ -2715,7 +2729,7 @@ class ApprovalBook:
             }
             for dispatch_id, route, state, issued, expires in db.execute(
                 f"SELECT dispatch_id, route, {_OPEN_STATE_SQL}, issued_at, expires_at "
-                "FROM approvals a INDEXED BY approvals_open_issued WHERE state = 'open' "
+                "FROM approvals a INDEXED BY approvals_open WHERE state = 'open' "
                 "AND synthetic = 0 ORDER BY issued_at DESC LIMIT ?",
                 (now, OPEN_LISTED),
             )
