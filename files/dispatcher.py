@@ -1117,6 +1117,186 @@ def is_record_name(name: str) -> bool:
     return name.endswith(".json") and not name.startswith(".")
 
 
+# --------------------------------------------------------------------------------------
+# Approval states and the metrics text (issue 10): pure, no I/O. The daemon's ApprovalBook
+# and MetricsReport, and `list`, feed them. Names and meanings: docs/INTERFACES.md "Metrics".
+
+APPROVAL_STATES = ("awaiting", "approved", "expired", "superseded", "not-required")
+METRIC_PREFIX = "hyops_decision_dispatcher_"
+# Requests listed one by one in state.json (the newest still open); the counts cover all.
+OPEN_LISTED = 10
+
+
+class RequestFacts(NamedTuple):
+    """What the approval state of one request file depends on, read once."""
+
+    dispatch_id: str
+    route: str
+    needs_approval: bool  # false: status `queued` (not-required)
+    issued_at: float
+    expires_at: Optional[float]
+    supersedes: Optional[str]
+    synthetic: bool  # validate-handoff's request: never counted in status or metrics
+
+
+def request_facts(doc: Any) -> Optional[RequestFacts]:
+    """The approval-relevant fields of a request document; None when it is not one."""
+    if not isinstance(doc, dict):
+        return None
+    dispatch_id = doc.get("dispatch_id")
+    if not isinstance(dispatch_id, str) or not DISPATCH_ID_RE.match(dispatch_id):
+        return None
+    route = doc.get("route") or doc.get("decision_type")
+    issued = parse_iso_utc(doc.get("timestamp_utc"))
+    if issued is None:
+        issued = compact_to_epoch(dispatch_id.split("-")[1])
+    supersedes = doc.get("supersedes")
+    source = doc.get("source_decision_id")
+    return RequestFacts(
+        dispatch_id=dispatch_id,
+        route=route if isinstance(route, str) else "",
+        needs_approval=doc.get("status") != "queued",
+        issued_at=issued,
+        expires_at=parse_iso_utc(doc.get("expires_at")),
+        supersedes=supersedes if isinstance(supersedes, str) else None,
+        synthetic=doc.get("synthetic") is True or (isinstance(source, str) and is_handoff(source)),
+    )
+
+
+def approval_state(facts: RequestFacts, approved: bool, superseded: bool, now: float) -> str:
+    """THE approval rule, first match wins: not-required, approved, superseded, expired,
+    awaiting. An unreadable approvals folder means `approved` False (a missed page is
+    worse than a false one)."""
+    if not facts.needs_approval:
+        return "not-required"
+    if approved:
+        return "approved"
+    if superseded:
+        return "superseded"
+    if facts.expires_at is not None and facts.expires_at <= now:
+        return "expired"
+    return "awaiting"
+
+
+class MetricsSnapshot(NamedTuple):
+    """Every value of the metrics file. `last_pass` and `oldest_awaiting_s` change with
+    time alone: they never cause a rewrite between heartbeats (MetricsReport.changed)."""
+
+    version: str
+    watcher: str
+    healthy: bool
+    heartbeat_seconds: float
+    records_total: Tuple[Tuple[str, int], ...]  # (outcome, count), every outcome
+    requests_total: Tuple[Tuple[str, int], ...]  # (route, count), every route
+    awaiting: Tuple[Tuple[str, int], ...]
+    expired: Tuple[Tuple[str, int], ...]
+    approvals_dir_readable: bool
+    last_pass: float = 0.0
+    oldest_awaiting_s: float = 0.0
+
+    def timeless(self) -> MetricsSnapshot:
+        return self._replace(last_pass=0.0, oldest_awaiting_s=0.0)
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _sample_value(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(round(float(value), 3))
+
+
+def render_metrics(snap: MetricsSnapshot) -> str:
+    """The Prometheus text format (node_exporter textfile collector): HELP and TYPE for
+    every family, no sample timestamps, label values escaped."""
+    lines: List[str] = []
+
+    def family(name: str, kind: str, help_text: str, samples: Iterable[Tuple[str, Any]]) -> None:
+        full = METRIC_PREFIX + name
+        lines.append(f"# HELP {full} {help_text}")
+        lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            lines.append(f"{full}{labels} {_sample_value(value)}")
+
+    def by(label: str, pairs: Iterable[Tuple[str, int]]) -> List[Tuple[str, int]]:
+        return [(f'{{{label}="{_label_value(k)}"}}', v) for k, v in pairs]
+
+    info = (
+        f'{{execution_mode="{EXECUTION_MODE}",version="{_label_value(snap.version)}",'
+        f'watcher="{_label_value(snap.watcher)}"}}'
+    )
+    family(
+        "info",
+        "gauge",
+        "The running dispatcher: version, execution mode and how it watches the records "
+        "folder; always 1.",
+        [(info, 1)],
+    )
+    family(
+        "healthy",
+        "gauge",
+        "1 when healthy by the rule of `dispatcher.py status` (running, status running, "
+        "fresh state), else 0.",
+        [("", snap.healthy)],
+    )
+    family(
+        "last_pass_timestamp_seconds",
+        "gauge",
+        "Unix time at the end of the last loop pass over the records folder.",
+        [("", snap.last_pass)],
+    )
+    family(
+        "heartbeat_seconds",
+        "gauge",
+        "Configured heartbeat: this file is rewritten at least this often while the daemon runs.",
+        [("", snap.heartbeat_seconds)],
+    )
+    family(
+        "records_total",
+        "counter",
+        "Decision record files handled, by outcome (the ledger's counters).",
+        by("outcome", snap.records_total),
+    )
+    family(
+        "requests_total",
+        "counter",
+        "Dispatch requests written, by route (synthetic handoff checks excluded).",
+        by("route", snap.requests_total),
+    )
+    family(
+        "requests_awaiting_approval",
+        "gauge",
+        "Requests in the requests folder awaiting approval now (no marker, not expired, "
+        "not superseded), by route.",
+        by("route", snap.awaiting),
+    )
+    family(
+        "oldest_awaiting_approval_seconds",
+        "gauge",
+        "Age in seconds of the oldest request awaiting approval; 0 when none.",
+        [("", snap.oldest_awaiting_s)],
+    )
+    family(
+        "requests_expired",
+        "gauge",
+        "Requests in the requests folder whose expires_at passed without an approval "
+        "marker, by route.",
+        by("route", snap.expired),
+    )
+    family(
+        "approvals_dir_readable",
+        "gauge",
+        "1 when the approvals folder (config approvals_dir) could be listed at the last "
+        "check, else 0.",
+        [("", snap.approvals_dir_readable)],
+    )
+    return "\n".join(lines) + "\n"
+
+
 # ======================================================================================
 # Shell: files, ledger, log, inotify, sd_notify, signals.
 # ======================================================================================
@@ -2547,8 +2727,13 @@ class StateReport:
         self.write_problem = ""  # why requests or the ledger cannot be written now
         self.status = "starting"
         self.started_at = started_at
-        self.last_write = 0.0
+        self.last_write = 0.0  # monotonic: when state.json is next due
+        self.last_write_wall = 0.0  # its timestamp_utc
         self.dirty = True
+        # Requests written per route, all time (metrics requests_total; ledger meta).
+        self.requests_by_route: Dict[str, int] = {}
+        # Fields other parts add to state.json (ApprovalBook.state_fields).
+        self.extra: Dict[str, Any] = {}
 
     def restore(self, ledger: Ledger, rebuilt: bool) -> None:
         raw = ledger.meta_get("counters")
@@ -2560,6 +2745,11 @@ class StateReport:
                         self.counters[key] = saved[key]
         self.last_dispatch_id = ledger.meta_get("last_dispatch_id") or ""
         self.last_decision_id = ledger.meta_get("last_decision_id") or ""
+        raw = ledger.meta_get("requests_total")
+        if raw and not rebuilt:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                saved = json.loads(raw)
+                self.requests_by_route = {k: v for k, v in saved.items() if _is_int(v)}
 
     def rewind(self, ledger: Ledger) -> None:
         """A batch was rolled back: counters and last ids go back to the ledger's last
@@ -2577,6 +2767,7 @@ class StateReport:
             "counters": json.dumps(self.counters, sort_keys=True),
             "last_dispatch_id": self.last_dispatch_id,
             "last_decision_id": self.last_decision_id,
+            "requests_total": json.dumps(self.requests_by_route, sort_keys=True),
         }
 
     def outcome(self, name: str, outcome: Outcome, event: Optional[str] = None) -> None:
@@ -2602,6 +2793,9 @@ class StateReport:
         if not is_handoff(decision.decision_id):
             self.last_dispatch_id = decision.dispatch_id or ""
             self.last_decision_id = decision.decision_id
+            if decision.route:
+                count = self.requests_by_route.get(decision.route, 0)
+                self.requests_by_route[decision.route] = count + 1
 
     def error(self, reason: str, level: str = "ERROR", **fields: Any) -> None:
         """A failure not caused by a record (disk, folder, refused reload)."""
@@ -2642,6 +2836,7 @@ class StateReport:
             "version": VERSION,
             "records_dir_ok": self.records_dir_ok,
             "last_error": self.last_error[:300],
+            **self.extra,
         }
 
     def next_write(self, heartbeat_seconds: float) -> float:
@@ -2660,7 +2855,424 @@ class StateReport:
         check_own_path(config.state_file)  # replaced by rename: refuse a FIFO left there
         write_file_durably(config.state_file, dump_json(self.doc(now, config, index, watcher)))
         self.last_write = mono_now
+        self.last_write_wall = now  # the doc's timestamp_utc (health is judged on it)
         self.dirty = False
+
+
+APPROVALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    dispatch_id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    state TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    expires_at REAL,
+    supersedes TEXT,
+    synthetic INTEGER NOT NULL DEFAULT 0
+);
+-- Open rows in issue order: new requests append at its end (cheap during a burst), and
+-- the markers of open rows are looked for page by page along it.
+CREATE INDEX IF NOT EXISTS approvals_open ON approvals(issued_at, dispatch_id)
+    WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS approvals_supersedes ON approvals(supersedes)
+    WHERE supersedes IS NOT NULL;
+"""
+# Ledger meta key: "1" once every request file in the folder has its approvals row.
+APPROVALS_INDEXED = "approvals_indexed"
+# The open state of a row, derived at query time (first match wins, as approval_state).
+_OPEN_STATE_SQL = (
+    "CASE WHEN EXISTS (SELECT 1 FROM approvals s WHERE s.supersedes = a.dispatch_id) "
+    "THEN 'superseded' WHEN a.expires_at IS NOT NULL AND a.expires_at <= ? THEN 'expired' "
+    "ELSE 'awaiting' END"
+)
+
+
+class ApprovalBook:
+    """Which requests wait for a person (issue 10). One row per request in the ledger's
+    `approvals` table (state `open`, `approved` or `not-required`; superseded, expired and
+    awaiting are derived from the open rows at query time); memory holds only the counts.
+    An idle pass costs one stat of the approvals folder. Open rows are re-checked for
+    their marker when that folder's mtime changes and at every heartbeat (which also drops
+    rows whose request file went away); the requests folder is listed only at a start
+    after a crash, with a new ledger, and at the hourly full scan."""
+
+    def __init__(
+        self, config: Config, log: JsonLog, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.monotonic = monotonic  # the heartbeat interval; expiries are wall time
+        self.ledger: Optional[Ledger] = None
+        self.readable: Optional[bool] = None  # None: not checked yet
+        self.folder_key: Optional[Tuple[int, int]] = None  # (inode, mtime_ns) last checked
+        self.last_check = 0.0  # monotonic
+        self.dirty = True  # the counts below need recomputing
+        self.counts: Dict[Tuple[str, str], int] = {}  # (route, state) -> requests
+        self.oldest_awaiting: Optional[float] = None  # issued_at of the oldest awaiting
+        self.next_expiry: Optional[float] = None
+        self.open_rows: List[dict] = []  # the newest open requests, for state.json
+
+    # ---------------------------------------------------------------- start
+    def attach(self, ledger: Ledger, resync: bool) -> None:
+        """Open the table; list the requests folder when the ledger may lack rows (after
+        a crash, a new ledger, or a ledger from before this table)."""
+        self.ledger = ledger
+        # Request files taken away while stopped are dropped at the first heartbeat, not
+        # before READY (a stat per open request).
+        self.last_check = self.monotonic()
+        ledger.db.executescript(APPROVALS_SCHEMA)
+        if resync or ledger.meta_get(APPROVALS_INDEXED) != "1":
+            self.sync()
+            ledger.begin()
+            ledger.meta_set(APPROVALS_INDEXED, "1")
+            ledger.commit()
+        # The first look at the approvals folder waits for the first state write (refresh),
+        # so that `started` stays the first line of a run in the log.
+
+    def sync(self) -> None:
+        """Rows for request files the table lacks; rows of files gone are dropped."""
+        assert self.ledger is not None
+        db = self.ledger.db
+        seen = 0
+        try:
+            with os.scandir(self.config.requests_dir) as entries:
+                chunk: List[str] = []
+                for entry in entries:
+                    if is_record_name(entry.name):
+                        chunk.append(entry.name[:-5])
+                        if len(chunk) >= LOOKUP_CHUNK:
+                            seen += self._index(chunk)
+                            chunk = []
+                seen += self._index(chunk)
+        except FileNotFoundError:
+            pass
+        self.ledger.commit()
+        total = db.execute("SELECT count(*) FROM approvals").fetchone()[0]
+        if total > seen:
+            self._drop_gone(open_only=False)
+        self.dirty = True
+
+    def _index(self, ids: List[str]) -> int:
+        if not ids:
+            return 0
+        assert self.ledger is not None
+        marks = ",".join("?" * len(ids))
+        known = {
+            r[0]
+            for r in self.ledger.db.execute(
+                f"SELECT dispatch_id FROM approvals WHERE dispatch_id IN ({marks})", ids
+            )
+        }
+        for dispatch_id in ids:
+            if dispatch_id not in known:
+                doc = read_json_quiet(os.path.join(self.config.requests_dir, dispatch_id + ".json"))
+                facts = request_facts(doc)
+                if facts is None or facts.dispatch_id != dispatch_id:
+                    continue  # not a request of ours: the reconcile logs it
+                self.ledger.begin()
+                self._put(facts)
+                known.add(dispatch_id)
+        return len(known)
+
+    # ---------------------------------------------------------------- changes
+    def note(self, request: Optional[dict], replace: bool) -> None:
+        """A request of an emitted decision, inside the batch's ledger transaction.
+        `replace` False: the file was already there (adopted), keep what is known."""
+        facts = request_facts(request)
+        if facts is not None and self.ledger is not None:
+            self._put(facts, replace)
+            self.dirty = True
+
+    def _put(self, facts: RequestFacts, replace: bool = False) -> None:
+        assert self.ledger is not None
+        verb = "REPLACE" if replace else "IGNORE"
+        self.ledger.db.execute(
+            f"INSERT OR {verb} INTO approvals (dispatch_id, route, state, issued_at, "
+            "expires_at, supersedes, synthetic) VALUES (?,?,?,?,?,?,?)",
+            (
+                facts.dispatch_id,
+                facts.route,
+                "open" if facts.needs_approval else "not-required",
+                facts.issued_at,
+                facts.expires_at,
+                facts.supersedes,
+                int(facts.synthetic),
+            ),
+        )
+
+    def marker(self, dispatch_id: str) -> str:
+        return os.path.join(self.config.approvals_dir, f"{dispatch_id}.approved.json")
+
+    def _folder_key(self) -> Optional[Tuple[int, int]]:
+        """(inode, mtime_ns) of the approvals folder; None when it cannot be read."""
+        folder = self.config.approvals_dir
+        try:
+            st = os.stat(folder)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "not readable", folder)
+        except OSError as exc:
+            if self.readable is not False:  # once per streak, not on every pass
+                self.log.event(
+                    "approvals-unreadable",
+                    level="WARNING",
+                    file=folder,
+                    reason=f"approvals folder unusable ({exc.strerror or exc}); requests "
+                    "count as awaiting until it can be read",
+                )
+                self.readable = False
+                self.dirty = True
+            return None
+        if self.readable is False:
+            self.log.event("recovered", reason=f"approvals folder {folder} is readable again")
+        if self.readable is not True:
+            self.readable = True
+            self.dirty = True
+        return (st.st_ino, st.st_mtime_ns)
+
+    def tick(self, now: float, force: bool = False) -> None:
+        """Every loop pass: one stat of the approvals folder. Markers of open rows are
+        looked for when it changed (or its last look was within the racy second), at the
+        heartbeat, and when forced; an expiry that passed only needs new counts."""
+        mono = self.monotonic()
+        heartbeat = mono - self.last_check >= self.config.heartbeat_seconds
+        key = self._folder_key()
+        changed = key is not None and key != self.folder_key
+        if force or heartbeat or changed:
+            if key is not None:
+                self._look_for_markers()
+            if heartbeat:
+                self._drop_gone(open_only=True)
+                self.last_check = mono
+            # A marker added within the folder's mtime granularity would not change it:
+            # look again next pass until the mtime is older than a second.
+            racy = key is not None and time.time_ns() - key[1] < 1_000_000_000
+            self.folder_key = None if racy else key
+        if self.next_expiry is not None and now >= self.next_expiry:
+            self.dirty = True
+
+    def _ids(self, open_only: bool = True) -> Iterable[List[str]]:
+        """Dispatch ids of the rows (open ones only by default), LOOKUP_CHUNK at a time."""
+        assert self.ledger is not None
+        if not open_only:
+            after = ""
+            while True:
+                ids = [
+                    r[0]
+                    for r in self.ledger.db.execute(
+                        "SELECT dispatch_id FROM approvals WHERE dispatch_id > ? "
+                        "ORDER BY dispatch_id LIMIT ?",
+                        (after, LOOKUP_CHUNK),
+                    )
+                ]
+                if not ids:
+                    return
+                after = ids[-1]
+                yield ids
+        position = (-1.0, "")
+        while True:
+            rows = self.ledger.db.execute(
+                "SELECT issued_at, dispatch_id FROM approvals INDEXED BY approvals_open "
+                "WHERE state = 'open' AND (issued_at, dispatch_id) > (?, ?) "
+                "ORDER BY issued_at, dispatch_id LIMIT ?",
+                (*position, LOOKUP_CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            position = rows[-1]
+            yield [r[1] for r in rows]
+
+    def _look_for_markers(self) -> None:
+        approved = [i for ids in self._ids() for i in ids if os.path.lexists(self.marker(i))]
+        self._update("UPDATE approvals SET state = 'approved' WHERE dispatch_id = ?", approved)
+
+    def _drop_gone(self, open_only: bool) -> None:
+        """Rows whose request file left the requests folder (the consumer or an operator
+        took it away; validate-handoff removes its own)."""
+        assert self.ledger is not None
+        folder = self.config.requests_dir
+        gone = [
+            i
+            for ids in self._ids(open_only)
+            for i in ids
+            if not os.path.lexists(os.path.join(folder, i + ".json"))
+        ]
+        self._update("DELETE FROM approvals WHERE dispatch_id = ?", gone)
+
+    def _update(self, sql: str, ids: List[str]) -> None:
+        if not ids:
+            return
+        assert self.ledger is not None
+        self.ledger.begin()
+        self.ledger.db.executemany(sql, [(i,) for i in ids])
+        self.ledger.commit()
+        self.dirty = True
+
+    # ---------------------------------------------------------------- counts
+    def refresh(self, now: float) -> bool:
+        """Recompute the counts when something changed; True when it did."""
+        if self.ledger is None:
+            return False
+        if self.readable is None:
+            self.tick(now, force=True)
+        if not self.dirty:
+            return False
+        self.dirty = False
+        db = self.ledger.db
+        counts: Dict[Tuple[str, str], int] = {}
+        for route, state, n in db.execute(
+            "SELECT route, state, count(*) FROM approvals WHERE state != 'open' "
+            "AND synthetic = 0 GROUP BY route, state"
+        ):
+            counts[(route, state)] = n
+        oldest = None
+        for route, state, n, first in db.execute(
+            f"SELECT route, {_OPEN_STATE_SQL} AS st, count(*), min(issued_at) "
+            "FROM approvals a WHERE state = 'open' AND synthetic = 0 GROUP BY route, st",
+            (now,),
+        ):
+            counts[(route, state)] = n
+            if state == "awaiting" and (oldest is None or first < oldest):
+                oldest = first
+        self.counts, self.oldest_awaiting = counts, oldest
+        self.next_expiry = db.execute(
+            "SELECT min(expires_at) FROM approvals WHERE state = 'open' AND synthetic = 0 "
+            "AND expires_at > ?",
+            (now,),
+        ).fetchone()[0]
+        self.open_rows = [
+            {
+                "dispatch_id": dispatch_id,
+                "route": route,
+                "approval": state,
+                "timestamp_utc": iso_ts(issued),
+                "expires_at": None if expires is None else iso_ts(expires),
+            }
+            for dispatch_id, route, state, issued, expires in db.execute(
+                f"SELECT dispatch_id, route, {_OPEN_STATE_SQL}, issued_at, expires_at "
+                "FROM approvals a INDEXED BY approvals_open WHERE state = 'open' "
+                "AND synthetic = 0 ORDER BY issued_at DESC LIMIT ?",
+                (now, OPEN_LISTED),
+            )
+        ]
+        return True
+
+    def by_route(self, state: str, routes: Iterable[str]) -> Tuple[Tuple[str, int], ...]:
+        names = set(routes) | {r for r, s in self.counts if s == state}
+        return tuple((r, self.counts.get((r, state), 0)) for r in sorted(names))
+
+    def state_fields(self) -> dict:
+        """What state.json says about approvals (status adds the ages)."""
+        totals = {s: 0 for s in APPROVAL_STATES}
+        for (_route, state), n in self.counts.items():
+            totals[state] = totals.get(state, 0) + n
+        return {
+            "approvals": totals,
+            "approvals_dir_readable": bool(self.readable),
+            "oldest_awaiting_timestamp_utc": None
+            if self.oldest_awaiting is None
+            else iso_ts(self.oldest_awaiting),
+            "requests_open": self.open_rows,
+        }
+
+
+class MetricsReport:
+    """The Prometheus textfile (issue 10): rendered by the pure `render_metrics`, written
+    temp file + fsync + rename + folder fsync (never partial, readable by node_exporter),
+    only when a value other than the two time-derived ones changed, or at the heartbeat.
+    A path that cannot be written is reported once per streak and retried; dispatching
+    never waits for it."""
+
+    def __init__(self, config: Config, report: StateReport) -> None:
+        self.config = config
+        self.report = report
+        self.written: Optional[MetricsSnapshot] = None  # timeless() of the last write
+        # Intervals (heartbeat, retry) on the monotonic clock: `mono` arguments below.
+        self.last_write = 0.0
+        self.failing = False
+        self.retry_at = 0.0
+
+    def snapshot(
+        self, approvals: ApprovalBook, watcher: str, last_pass: float, now: float
+    ) -> MetricsSnapshot:
+        report, routes = self.report, self.config.routes
+        requests = set(routes) | set(report.requests_by_route)
+        oldest = approvals.oldest_awaiting
+        health = judge_health(
+            {"status": report.status, "timestamp_utc": iso_ts(report.last_write_wall)},
+            report.status not in ("stopping", "stopped"),
+            self.config.heartbeat_seconds,
+            now,
+        )
+        return MetricsSnapshot(
+            version=VERSION,
+            watcher=watcher,
+            healthy=health["healthy"],
+            heartbeat_seconds=self.config.heartbeat_seconds,
+            records_total=tuple((k, report.counters.get(k, 0)) for k in sorted(OUTCOMES)),
+            requests_total=tuple((r, report.requests_by_route.get(r, 0)) for r in sorted(requests)),
+            awaiting=approvals.by_route("awaiting", routes),
+            expired=approvals.by_route("expired", routes),
+            approvals_dir_readable=bool(approvals.readable),
+            last_pass=last_pass,
+            oldest_awaiting_s=0.0 if oldest is None else max(0.0, now - oldest),
+        )
+
+    def due(self) -> float:
+        """When the next write is due while nothing changes (heartbeat, or a retry)."""
+        due = self.last_write + self.config.heartbeat_seconds
+        return min(due, self.retry_at) if self.failing else due
+
+    def write(self, snap: MetricsSnapshot, mono: float, force: bool = False) -> bool:
+        """Write when due; True when the file has just become unwritable (newly reported)."""
+        changed = self.written != snap.timeless()
+        if not (force or changed or mono >= self.due()):
+            return False
+        if self.failing and not force and mono < self.retry_at:
+            return False  # retried every poll_seconds, not on every pass
+        path = self.config.metrics_textfile
+        try:
+            self._replace(path, render_metrics(snap).encode())
+        except OSError as exc:
+            self.retry_at = mono + min(self.config.poll_seconds, self.config.heartbeat_seconds)
+            if not self.failing:
+                self.failing = True
+                self.report.error(
+                    f"metrics textfile {path}: cannot write ({exc.strerror or exc}); "
+                    "retrying, dispatching goes on",
+                    level="WARNING",
+                    file=path,
+                )
+                return True
+            return False
+        if self.failing:
+            self.failing = False
+            self.report.log.event("recovered", file=path, reason="metrics textfile written again")
+        self.written = snap.timeless()
+        self.last_write = mono
+        return False
+
+    @staticmethod
+    def _replace(path: str, data: bytes) -> None:
+        fd, tmp = write_temp(path, data, 0o644)
+        try:
+            # 0644 whatever the umask (the unit has UMask=0027): node_exporter runs as
+            # another user and must read it.
+            os.fchmod(fd, 0o644)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(os.path.dirname(path))
 
 
 class ReplayInbox:
@@ -2747,6 +3359,9 @@ class Daemon:
         self.watcher = Watcher(config, log, use_inotify)
         self.report = StateReport(log, clock(), monotonic)
         self.replays = ReplayInbox(config)
+        self.approvals = ApprovalBook(config, log, monotonic)
+        self.metrics = MetricsReport(config, self.report)
+        self.last_pass = 0.0  # wall clock at the end of the last loop pass (metrics)
         self.notifier = Notifier()
         self.ledger: Optional[Ledger] = None
         self.index: Optional[FileIndex] = None
@@ -2800,6 +3415,7 @@ class Daemon:
         self.ledger.commit()
         self.index.load()
         self.last_emit = self.ledger.last_emits()
+        self.approvals.attach(self.ledger, resync=not clean)
         self.watcher.arm()
         release_free_memory()  # the compiler's scratch for this file, before the first pass
 
@@ -2996,6 +3612,7 @@ class Daemon:
             )
             if outcome.outcome == "emitted":
                 self._note_emit(decision)
+                self.approvals.note(decision.request, replace=outcome.write)
         elif outcome.source == "prior" and outcome.log and outcome.outcome in DISPATCHED_OUTCOMES:
             assert outcome.decision_id is not None
             # An adopted request counted now, once: later rewrites of the file are not.
@@ -3089,7 +3706,22 @@ class Daemon:
     # ---------------------------------------------------------------- state.json
     def write_state(self, force: bool = False) -> None:
         assert self.index is not None
-        self.report.write(self.clock(), self.config, self.index, self.watcher.mode, force)
+        now = self.clock()
+        self.last_pass = self.last_pass or now
+        if self.ledger is not None and self.approvals.refresh(now):
+            self.report.extra = self.approvals.state_fields()
+            self.report.dirty = True
+        before = self.report.last_write
+        self.report.write(now, self.config, self.index, self.watcher.mode, force)
+        # The metrics file follows state.json's cadence (a burst rewrites it at most every
+        # STATE_MIN_INTERVAL, not per batch), its own heartbeat and its retries.
+        mono = self.mono()
+        if self.report.last_write == before and mono < self.metrics.due():
+            return
+        snap = self.metrics.snapshot(self.approvals, self.watcher.mode, self.last_pass, now)
+        if self.metrics.write(snap, mono, force):
+            # The metrics file just became unwritable: status says so now, not a pass later.
+            self.report.write(now, self.config, self.index, self.watcher.mode, force=True)
 
     # ---------------------------------------------------------------- loop
     def reload(self) -> None:
@@ -3106,6 +3738,8 @@ class Daemon:
             return
         self.config = new
         self.watcher.config = new
+        self.approvals.config = new
+        self.metrics.config = new
         if self.batch is not None:
             self.batch.config = new
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
@@ -3282,9 +3916,12 @@ class Daemon:
             handled += self.scan(full=full)
             if full:
                 self.prune()
+                self.approvals.sync()
             self.answer_replays()
         if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
             release_free_memory()
+        self.approvals.tick(self.clock())
+        self.last_pass = self.clock()
         self.write_state()
 
     def _settle_horizon(self) -> float:
@@ -3293,12 +3930,19 @@ class Daemon:
     def _next_timeout(self) -> float:
         assert self.index is not None
         mono = self.mono()
+        heartbeat = self.config.heartbeat_seconds
         deadlines = [
             self.last_poll + self.config.poll_seconds,
-            self.report.next_write(self.config.heartbeat_seconds),
+            self.report.next_write(heartbeat),
+            self.metrics.due(),
+            self.approvals.last_check + heartbeat,
         ]
         if self.report.write_problem:
             deadlines.append(self.write_retry_at)
+        if self.approvals.next_expiry is not None:
+            # expires_at is wall time: wake when it passes, at most a heartbeat from now.
+            wait = min(max(0.0, self.approvals.next_expiry - self.clock()), heartbeat)
+            deadlines.append(mono + wait)
         ping = self.notifier.ping_due()
         if ping is not None:
             deadlines.append(ping)
@@ -3405,9 +4049,24 @@ def read_status(config: Config) -> Tuple[dict, bool]:
     readable = doc is not None
     doc = dict(doc or {})
     running = lock_holder_running(config.lock_file)
-    doc.update(judge_health(doc, running, config.heartbeat_seconds, time.time()))
+    now = time.time()
+    doc.update(judge_health(doc, running, config.heartbeat_seconds, now))
     doc["state_file"] = config.state_file
+    add_approval_ages(doc, now)
     return doc, readable
+
+
+def add_approval_ages(doc: dict, now: float) -> None:
+    """state.json keeps timestamps (it must not change with time alone); status adds the
+    ages: `oldest_awaiting_age_s` and `age_s` of each listed open request."""
+    if "approvals" not in doc:
+        return
+    oldest = parse_iso_utc(doc.get("oldest_awaiting_timestamp_utc"))
+    doc["oldest_awaiting_age_s"] = None if oldest is None else round(now - oldest, 1)
+    for row in doc.get("requests_open") or []:
+        issued = parse_iso_utc(row.get("timestamp_utc")) if isinstance(row, dict) else None
+        if issued is not None:
+            row["age_s"] = round(now - issued, 1)
 
 
 def cmd_status(config_path: str, as_json: bool) -> int:
@@ -3435,7 +4094,24 @@ def cmd_status(config_path: str, as_json: bool) -> int:
                 print(f"{key + ':':<18}{printable(doc[key])}")
         for key, value in sorted((doc.get("counters") or {}).items()):
             print(f"  {printable(key) + ':':<16}{printable(value)}")
+        print_approvals(doc)
     return EXIT_OK if readable else EXIT_RUNTIME
+
+
+def print_approvals(doc: dict) -> None:
+    if "approvals" not in doc:
+        return
+    readable = "yes" if doc.get("approvals_dir_readable") else "NO (requests count as awaiting)"
+    print(f"{'approvals dir:':<18}{readable}")
+    counts = doc.get("approvals") or {}
+    print("requests: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in APPROVAL_STATES))
+    if doc.get("oldest_awaiting_age_s") is not None:
+        print(f"{'oldest awaiting:':<18}{doc['oldest_awaiting_age_s']} s")
+    for row in doc.get("requests_open") or []:
+        print(
+            f"  {row.get('dispatch_id')}  {row.get('approval')}  {row.get('route')}  "
+            f"age {row.get('age_s')} s"
+        )
 
 
 def _open_ledger_ro(config: Config) -> Optional[Ledger]:
@@ -3454,20 +4130,31 @@ def list_requests(config: Config) -> List[dict]:
         names = sorted(n for n in os.listdir(config.requests_dir) if is_record_name(n))
     except OSError:
         return result
-    for name in names:
-        doc = read_json_quiet(os.path.join(config.requests_dir, name)) or {}
-        result.append(
-            {
-                k: doc.get(k)
-                for k in (
-                    "dispatch_id",
-                    "status",
-                    "decision_type",
-                    "source_decision_id",
-                    "timestamp_utc",
-                )
-            }
-        )
+    docs = [read_json_quiet(os.path.join(config.requests_dir, name)) or {} for name in names]
+    superseded = {d.get("supersedes") for d in docs if isinstance(d.get("supersedes"), str)}
+    folder = config.approvals_dir
+    readable = os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
+    now = time.time()
+    for doc in docs:
+        row = {
+            k: doc.get(k)
+            for k in (
+                "dispatch_id",
+                "status",
+                "decision_type",
+                "source_decision_id",
+                "timestamp_utc",
+                "expires_at",
+                "supersedes",
+            )
+        }
+        facts = request_facts(doc)
+        if facts is not None:
+            marker = os.path.join(folder, f"{facts.dispatch_id}.approved.json")
+            approved = readable and os.path.lexists(marker)
+            row["approval"] = approval_state(facts, approved, facts.dispatch_id in superseded, now)
+            row["age_s"] = round(now - facts.issued_at, 1)
+        result.append(row)
     return result
 
 
@@ -3491,8 +4178,8 @@ def cmd_list(config_path: str, as_json: bool) -> int:
     for req in requests:
         print(
             printable(
-                f"  {req['dispatch_id']}  {req['status']}  {req['decision_type']}  "
-                f"<- {req['source_decision_id']}"
+                f"  {req['dispatch_id']}  {req['status']}  {req.get('approval', '?')}  "
+                f"age {req.get('age_s')} s  {req['decision_type']}  <- {req['source_decision_id']}"
             )
         )
     print(f"records not dispatched (from the ledger): {len(problems)}")

@@ -20,10 +20,7 @@ import pytest
 from .conftest import Root, assert_valid, cli
 from .request_seed import approve, request_doc, seed_request
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xfail(strict=True, reason="issue 10 phase 2: approval awareness in list/status"),
-]
+pytestmark = pytest.mark.slow
 
 
 def seed_four(root: Root, approvals: Path) -> dict[str, str]:
@@ -98,10 +95,6 @@ def test_a_missing_approvals_folder_is_reported_and_requests_stay_awaiting(
     assert [r["approval"] for r in json.loads(listing.stdout)["requests"]] == ["awaiting"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 phase 2, and requests do not carry `supersedes` yet (DESIGN.md Episodes)",
-)
 def test_a_cutover_named_by_a_later_failback_is_superseded(
     python: str, root: Root, tmp_path: Path
 ) -> None:

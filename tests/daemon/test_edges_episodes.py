@@ -85,7 +85,6 @@ def test_failback_supersedes_the_cutover_still_awaiting_approval(root: Root, spa
 
 
 @pytest.mark.skipif(not LIBFAKETIME, reason="needs faketime (make venv)")
-@pytest.mark.xfail(strict=True, reason="issue 9: expires_at visible, expired listed as expired")
 def test_list_shows_expires_at_and_expired_requests(root: Root) -> None:
     root.write_config(settle_seconds=0, routes=_routes(approval_ttl_seconds=60))
     root.drop("c1.json", record("ttl-c1"))

@@ -149,7 +149,9 @@ def test_disk_full_is_reported_as_itself_and_retried(root: Root, spawn) -> None:
         assert noticed(), "the log does not name the full disk"
         assert "no transaction is active" not in root.log.read_text() + daemon.stderr()
         # It keeps retrying (no exit into a restart loop that hits the start limit)...
-        assert daemon.proc.poll() is None, f"exited {daemon.proc.returncode}: {daemon.stderr()[-2000:]}"
+        assert daemon.proc.poll() is None, (
+            f"exited {daemon.proc.returncode}: {daemon.stderr()[-2000:]}"
+        )
         # ...and once there is room again the decision is dispatched, once, and recorded.
         filler.unlink()
         daemon.signal(signal.SIGUSR1)

@@ -15,10 +15,7 @@ from promtool_helpers import Metrics, check_metrics, parse_metrics
 from .conftest import ROUTES, Root, cli, load_dispatcher, record, wait_for
 from .request_seed import approve, request_doc, seed_request
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xfail(strict=True, reason="issue 10 phase 2: daemon metrics writer"),
-]
+pytestmark = pytest.mark.slow
 
 P = "hyops_decision_dispatcher_"
 
