@@ -40,3 +40,18 @@ def test_backward_clock_step_keeps_pings_and_polling_going(
     root.drop("after.json", record("clock-1", timestamp_utc=now_iso(-3600)))
     wait_for(lambda: root.outcomes().get("after.json", ("",))[0] == "emitted", 8, "polled")
     assert daemon.stop() == 0
+
+
+def test_backward_clock_step_keeps_the_metrics_heartbeat(root: Root, spawn, tmp_path: Path) -> None:
+    """The metrics file is rewritten at every heartbeat (alerts read its last pass) and
+    says healthy, also after the wall clock stepped back: its intervals are monotonic."""
+    root.write_config(settle_seconds=0, heartbeat_seconds=5)
+    control = tmp_path / "faketime.rc"
+    daemon = spawn(PY, root, env=faketime_env(control)).wait_ready()
+    metrics = root.path / "state" / "metrics.prom"
+    wait_for(metrics.exists, 5, "the metrics file")
+    control.write_text("-3600s\n")
+    stepped = time.time()  # the test's own clock is real (file mtimes are too)
+    wait_for(lambda: metrics.stat().st_mtime > stepped + 1, 12, "a heartbeat rewrite")
+    assert "\nhyops_decision_dispatcher_healthy 1\n" in metrics.read_text()
+    assert daemon.stop() == 0
