@@ -45,6 +45,17 @@ ROUTES: dict[str, dict[str, Any]] = {
     },
 }
 
+# The smallest valid daemon config (no settle/size overrides): pure-core tests build on it.
+BASE_CONFIG: dict[str, Any] = {
+    "schema_version": 1,
+    "root": "/srv/dd",
+    "decision_records_dir": "/srv/records",
+    "execution_mode": "record-only",
+    "require_approval": True,
+    "poll_seconds": 15,
+    "routes": ROUTES,
+}
+
 
 def load_dispatcher() -> Any:
     """Import files/dispatcher.py as a module (it is a script, not a package)."""

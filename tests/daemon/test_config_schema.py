@@ -13,20 +13,11 @@ import pytest
 
 from hyops_runner.schemas import load_schema, violations
 
-from .conftest import ROUTES, load_dispatcher
+from .conftest import BASE_CONFIG, load_dispatcher
 
 d = load_dispatcher()
 CONFIG_SCHEMA = load_schema("dispatcher-config")
 ROUTE_SCHEMA = load_schema("route")
-BASE: dict[str, Any] = {
-    "schema_version": 1,
-    "root": "/srv/dd",
-    "decision_records_dir": "/srv/records",
-    "execution_mode": "record-only",
-    "require_approval": True,
-    "poll_seconds": 15,
-    "routes": ROUTES,
-}
 
 
 def integer_bounds(schema: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
@@ -69,7 +60,7 @@ def test_the_schemas_have_integer_bounds_to_compare() -> None:
 
 @pytest.mark.parametrize(("key", "value", "in_bounds"), cases(CONFIG_SCHEMA))
 def test_config_bound_agrees_with_the_schema(key: str, value: int, in_bounds: bool) -> None:
-    doc = {**BASE, key: value}
+    doc = {**BASE_CONFIG, key: value}
     schema_ok = not violations("dispatcher-config", doc)
     ok, message = daemon_accepts(doc)
     assert schema_ok is in_bounds, violations("dispatcher-config", doc)
@@ -80,7 +71,7 @@ def test_config_bound_agrees_with_the_schema(key: str, value: int, in_bounds: bo
 
 @pytest.mark.parametrize(("key", "value", "in_bounds"), cases(ROUTE_SCHEMA))
 def test_route_bound_agrees_with_the_schema(key: str, value: int, in_bounds: bool) -> None:
-    doc = copy.deepcopy(BASE)
+    doc = copy.deepcopy(BASE_CONFIG)
     doc["routes"]["cutover"][key] = value
     schema_ok = not violations("dispatcher-config", doc)
     ok, message = daemon_accepts(doc)
@@ -99,8 +90,8 @@ DEFAULTS = [
 
 @pytest.mark.parametrize(("key", "default"), DEFAULTS)
 def test_default_is_the_schema_default(key: str, default: Any) -> None:
-    assert key not in BASE
-    cfg = d.parse_config(json.dumps(BASE).encode(), "/srv/dd/config/config.json")
+    assert key not in BASE_CONFIG
+    cfg = d.parse_config(json.dumps(BASE_CONFIG).encode(), "/srv/dd/config/config.json")
     assert getattr(cfg, key) == default
 
 
@@ -110,7 +101,7 @@ def test_every_schema_default_is_compared() -> None:
 
 @pytest.mark.parametrize("key", [k for k in CONFIG_SCHEMA["required"] if k != "root"])
 def test_required_keys_agree(key: str) -> None:
-    doc = {k: v for k, v in BASE.items() if k != key}
+    doc = {k: v for k, v in BASE_CONFIG.items() if k != key}
     assert violations("dispatcher-config", doc)
     ok, message = daemon_accepts(doc)
     assert not ok and message == f"{key}: required"
@@ -118,7 +109,7 @@ def test_required_keys_agree(key: str) -> None:
 
 def test_root_is_the_one_documented_exception() -> None:
     """`root` may be left out of the daemon's config (the folder above config/)."""
-    doc = {k: v for k, v in BASE.items() if k != "root"}
+    doc = {k: v for k, v in BASE_CONFIG.items() if k != "root"}
     assert violations("dispatcher-config", doc)
     assert daemon_accepts(doc) == (True, "")
 
@@ -157,7 +148,7 @@ PATH_KEYS = (
 def test_path_keys_follow_the_safe_path_rule(key: str, value: str, safe: bool) -> None:
     """Issue 11: every path key is common.schema.json safe_path, in the schema and in the
     daemon alike; the daemon names the key."""
-    doc = copy.deepcopy(BASE)
+    doc = copy.deepcopy(BASE_CONFIG)
     doc[key] = value
     assert (
         not violations("dispatcher-config", doc) if safe else violations("dispatcher-config", doc)
@@ -171,11 +162,11 @@ def test_path_keys_follow_the_safe_path_rule(key: str, value: str, safe: bool) -
 @pytest.mark.parametrize("key", ("state_file", "log_file", "ledger_file"))
 def test_own_files_deeper_inside_a_data_folder_are_refused(key: str) -> None:
     for folder in ("/srv/records", "/srv/dd/state/requests"):
-        doc = copy.deepcopy(BASE)
+        doc = copy.deepcopy(BASE_CONFIG)
         doc[key] = f"{folder}/sub/deeper/own.file"
         accepted, error = daemon_accepts(doc)
         assert not accepted and error.startswith(f"{key}: must not be inside"), error
     # A sibling that only shares a prefix is fine.
-    doc = copy.deepcopy(BASE)
+    doc = copy.deepcopy(BASE_CONFIG)
     doc[key] = "/srv/records-own/own.file"
     assert daemon_accepts(doc) == (True, "")

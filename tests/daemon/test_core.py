@@ -8,22 +8,12 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROUTES, assert_valid, load_dispatcher
+from .conftest import BASE_CONFIG, ROUTES, assert_valid, load_dispatcher
 
 d = load_dispatcher()
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 NOW_ISO = "2026-09-21T14:13:20+00:00"
-
-BASE_CONFIG: dict[str, Any] = {
-    "schema_version": 1,
-    "root": "/srv/dd",
-    "decision_records_dir": "/srv/records",
-    "execution_mode": "record-only",
-    "require_approval": True,
-    "poll_seconds": 15,
-    "routes": ROUTES,
-}
 
 
 def config(**over: Any) -> Any:

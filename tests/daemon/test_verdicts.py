@@ -10,25 +10,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROUTES, load_dispatcher
+from .conftest import BASE_CONFIG, load_dispatcher
 
 d = load_dispatcher()
 
 NOW = 1_790_000_000.0
 CFG = d.parse_config(
-    json.dumps(
-        {
-            "schema_version": 1,
-            "root": "/srv/dd",
-            "decision_records_dir": "/srv/records",
-            "execution_mode": "record-only",
-            "require_approval": True,
-            "poll_seconds": 15,
-            "settle_seconds": 2,
-            "max_record_bytes": 4096,
-            "routes": ROUTES,
-        }
-    ).encode(),
+    json.dumps({**BASE_CONFIG, "settle_seconds": 2, "max_record_bytes": 4096}).encode(),
     "/srv/dd/config/config.json",
 )
 REG = stat.S_IFREG | 0o644
