@@ -3524,9 +3524,16 @@ class Daemon:
         name packs (mtime, position)."""
         if len(names) < 2:
             return names
+        # In place where it can be: no second list of names, and the packed ints are
+        # replaced one by one by the names they point to.
         names.sort()
-        names = [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
-        packed = []
+        kept = 0
+        for name in names:
+            if kept == 0 or name != names[kept - 1]:
+                names[kept] = name
+                kept += 1
+        del names[kept:]
+        packed: List[Any] = []
         shift = len(names).bit_length()
         for pos, name in enumerate(names):
             try:
@@ -3536,7 +3543,9 @@ class Daemon:
             packed.append((max(mtime_ns, 0) << shift) | pos)
         packed.sort()
         mask = (1 << shift) - 1
-        return [names[p & mask] for p in packed]
+        for i, p in enumerate(packed):
+            packed[i] = names[p & mask]
+        return packed
 
     def consider(self, name: str, now: float) -> int:
         """read -> judge -> decide -> apply for one name. Returns 1 if it was handled."""
