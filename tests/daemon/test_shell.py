@@ -303,3 +303,18 @@ def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
     got = {n: d.awaits_approval(cfg, n, now) for n in (waiting, queued, approved, expired, later)}
     got["gone"] = d.awaits_approval(cfg, "gone", now)
     assert got == {"w": True, "q": False, "a": False, "e": False, "l": True, "gone": False}
+
+
+def test_names_are_taken_oldest_first_once_each(tmp_path: Path) -> None:
+    """Coalescing follows decision order: a pass takes files by mtime (name breaks ties),
+    each name once however often the listing and the watched set name it."""
+    daemon, records = make(tmp_path, Clock())
+    for name, age in (("a.json", 10), ("b.json", 30), ("c.json", 20), ("d.json", 30)):
+        put(records, name, record(name[0] + "-1"))
+        stamp = time.time() - age
+        os.utime(records / name, (stamp, stamp))
+    names = ["c.json", "a.json", "d.json", "b.json", "a.json", "missing.json", "c.json"]
+    # A name that is gone sorts first (mtime 0): consider() reports it.
+    ordered = daemon._oldest_first(names)
+    assert ordered == ["missing.json", "b.json", "d.json", "c.json", "a.json"]
+    daemon.stop()
