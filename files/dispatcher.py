@@ -2288,54 +2288,35 @@ def judge_record_file(
     this. `prior_of` looks a decision up in the ledger, `existing` the request file at a
     dispatch id, `awaits_approval` whether a request still waits for approval. None:
     unchanged since it was handled (nothing to do)."""
-    judged = _judge_record_file(
-        config, name, sig, known, now, prior_of, existing, last_emit, look_again, awaits_approval
-    )
-    if judged is None:
-        return None
-    return Judged(seen_before(known, judged.sig, judged.outcome), judged.sig)
-
-
-def _judge_record_file(
-    config: Config,
-    name: str,
-    sig: FileSig,
-    known: Optional[KnownFile],
-    now: float,
-    prior_of: Callable[[str], Optional[PriorDecision]],
-    existing: Callable[[str], Optional[dict]],
-    last_emit: Dict[str, LastEmit],
-    look_again: bool,
-    awaits_approval: Optional[Callable[[str], bool]],
-) -> Optional[Judged]:
     verdict = judge_file(sig, name, config, known, now, look_again)
     if verdict.action == SKIP:
         return None
-    if verdict.action == DECIDED:
-        assert verdict.outcome is not None
-        return Judged(verdict.outcome, sig)
-    path = os.path.join(config.records_dir, name)
-    try:
-        data, sig = read_record_bytes(path, config.max_record_bytes)
-        valid = read_valid_record(data)
-    except RecordRejected as problem:
-        return Judged(judge_unreadable(problem, sig, known, config, now), sig)
-    early = judge_prior(name, valid.decision_id, prior_of(valid.decision_id), known)
-    if early is not None:
-        return Judged(early, sig)
-    decision = decide(
-        valid,
-        record_path=path,
-        mtime=sig.mtime,
-        config=config,
-        now=now,
-        last_emit=last_emit,
-        awaits_approval=awaits_approval,
-    )
-    if decision.outcome != "emitted":
-        return Judged(Outcome.of_decision(decision), sig)
-    assert decision.dispatch_id is not None
-    return Judged(judge_collision(decision, existing(decision.dispatch_id)), sig)
+    outcome = verdict.outcome
+    if verdict.action == READ:
+        path = os.path.join(config.records_dir, name)
+        try:
+            data, sig = read_record_bytes(path, config.max_record_bytes)
+            valid = read_valid_record(data)
+        except RecordRejected as problem:
+            outcome = judge_unreadable(problem, sig, known, config, now)
+        else:
+            outcome = judge_prior(name, valid.decision_id, prior_of(valid.decision_id), known)
+            if outcome is None:
+                decision = decide(
+                    valid,
+                    record_path=path,
+                    mtime=sig.mtime,
+                    config=config,
+                    now=now,
+                    last_emit=last_emit,
+                    awaits_approval=awaits_approval,
+                )
+                outcome = Outcome.of_decision(decision)
+                if decision.outcome == "emitted":
+                    assert decision.dispatch_id is not None
+                    outcome = judge_collision(decision, existing(decision.dispatch_id))
+    assert outcome is not None
+    return Judged(seen_before(known, sig, outcome), sig)
 
 
 class FileIndex:
