@@ -348,6 +348,15 @@ def spawn() -> Iterator[Callable[..., Daemon]]:
             d.close()
 
 
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an operator command: ours without NOTIFY_SOCKET (a command
+    must not talk to the test's systemd stand-in), plus `extra`."""
+    full_env = dict(os.environ)
+    full_env.pop("NOTIFY_SOCKET", None)
+    full_env.update(extra or {})
+    return full_env
+
+
 def cli(
     python: str,
     root: Root,
@@ -356,13 +365,10 @@ def cli(
     timeout: float = 60,
     script: Path = DISPATCHER,
 ) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ)
-    full_env.pop("NOTIFY_SOCKET", None)
-    full_env.update(env or {})
     return subprocess.run(
         [python, str(script), "--config", str(root.config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=full_env,
+        env=cli_env(env),
     )

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import DISPATCHER, Root
+from .conftest import DISPATCHER, Root, cli_env
 
 # The daemon's interpreter; HYOPS_EDGES_PYTHON runs the set under another one (e.g. 3.9).
 PY = os.environ.get("HYOPS_EDGES_PYTHON") or sys.executable
@@ -88,9 +88,6 @@ def run(
     script: Path = DISPATCHER,
 ) -> subprocess.CompletedProcess[str]:
     """One CLI command, optionally as (uid, gid); raises TimeoutExpired if it hangs."""
-    full_env = dict(os.environ)
-    full_env.pop("NOTIFY_SOCKET", None)
-    full_env.update(env or {})
     preexec = None
     if user is not None:
         uid, gid = user
@@ -105,7 +102,7 @@ def run(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=full_env,
+        env=cli_env(env),
         stdin=subprocess.DEVNULL,
         preexec_fn=preexec,
     )

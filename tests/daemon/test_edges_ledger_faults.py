@@ -5,11 +5,13 @@ that vanishes or turns unwritable is re-created or reported as degraded."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,6 +44,23 @@ sys.stdin.read()
 """
 
 
+@contextlib.contextmanager
+def held_ledger_lock(root: Root) -> Iterator[None]:
+    """Another process (an operator's sqlite3 shell, a backup) holds a write lock on the
+    ledger for the duration of the block."""
+    holder = subprocess.Popen(
+        [PY, "-c", HOLD_LOCK, str(root.ledger)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate("", timeout=10)
+
+
 def _archive_requests(root: Root) -> list[str]:
     """The consumer takes the requests away (approved, executed, archived)."""
     names = sorted(p.name for p in root.requests.glob("*.json"))
@@ -60,20 +79,10 @@ def test_a_locked_ledger_is_left_alone_and_nothing_is_dispatched_twice(root: Roo
     root.drop("r1.json", record("locked-1"))
     assert run(PY, root, "once").returncode == 0
     assert len(_archive_requests(root)) == 1
-    # Another process (an operator's sqlite3 shell, a backup) holds a write lock.
-    holder = subprocess.Popen(
-        [PY, "-c", HOLD_LOCK, str(root.ledger)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with held_ledger_lock(root):
         # Time runs 10x fast for this pass (libfaketime scales its clocks and sleeps
         # alike), so SQLite's 30 s busy wait, or any backoff, costs a tenth of it.
         result = run(PY, root, "once", timeout=60, env=FAST_CLOCK)
-    finally:
-        holder.communicate("", timeout=10)
     assert (list(root.requests.glob("*.json")), _moved_aside(root)) == ([], [])
     assert result.returncode != 0, "a locked ledger must not look like a finished pass"
     # The ledger was kept: once the lock is gone, the decision is still known.
@@ -86,21 +95,12 @@ def test_the_service_waits_for_a_locked_ledger_feeding_the_watchdog(root: Root, 
     root.write_config(settle_seconds=0)
     root.drop("r1.json", record("locked-run-1"))
     assert run(PY, root, "once").returncode == 0
-    holder = subprocess.Popen(
-        [PY, "-c", HOLD_LOCK, str(root.ledger)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with held_ledger_lock(root):
         # 10x fast clocks: the daemon's whole wait takes a tenth of it; WatchdogSec 2 s.
         env = {**FAST_CLOCK, "WATCHDOG_USEC": "2000000"}
         daemon = spawn(PY, root, env=env)
         rc = daemon.proc.wait(30)
         pings = daemon.read_notify().count("WATCHDOG=1")
-    finally:
-        holder.communicate("", timeout=10)
     assert rc != 0 and "READY=1" not in daemon.messages
     # Fed through the whole 15 s wait (a ping is due every second), not only at its ends.
     assert pings >= 7, daemon.messages
