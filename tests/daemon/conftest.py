@@ -6,9 +6,9 @@ pyenv has one, Python 3.9 (the oldest supported; EL9's system Python)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -57,21 +57,17 @@ BASE_CONFIG: dict[str, Any] = {
 }
 
 
-def load_dispatcher() -> Any:
-    """Import files/dispatcher.py as a module (it is a script, not a package)."""
-    if "dispatcher" in sys.modules:
-        return sys.modules["dispatcher"]
-    spec = importlib.util.spec_from_file_location("dispatcher", DISPATCHER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dispatcher"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def dispatcher() -> Any:
-    return load_dispatcher()
+def install_release(folder: Path) -> Path:
+    """A copy of the daemon as the role installs a release: the entry point and the
+    package side by side in `folder` (no caches); returns the entry point."""
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    shutil.copy(DISPATCHER, folder / "dispatcher.py")
+    shutil.copytree(
+        DISPATCHER.parent / "hyops_dispatcher",
+        folder / "hyops_dispatcher",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return folder / "dispatcher.py"
 
 
 def _pyenv_python(prefix: str) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import DISPATCHER, Root, cli_env
+from .conftest import DISPATCHER, Root, cli_env, install_release
 
 # The daemon's interpreter; HYOPS_EDGES_PYTHON runs the set under another one (e.g. 3.9).
 PY = os.environ.get("HYOPS_EDGES_PYTHON") or sys.executable
@@ -70,9 +70,7 @@ def service_root(uid: int, gid: int) -> Iterator[tuple[Root, Path]]:
         root = Root(path=base, records=records, config=base / "config" / "config.json")
         root.write_config(settle_seconds=0)
         root.config.chmod(0o644)
-        (top / "lib").mkdir(mode=0o755)
-        script = top / "lib" / "dispatcher.py"
-        shutil.copy(DISPATCHER, script)
+        script = install_release(top / "lib")
         yield root, script
     finally:
         shutil.rmtree(top, ignore_errors=True)

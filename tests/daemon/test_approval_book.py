@@ -10,10 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .conftest import Root, load_dispatcher
-from .request_seed import approve, request_doc, seed_request
+from hyops_dispatcher.approvals import ApprovalBook
+from hyops_dispatcher.config import load_config
+from hyops_dispatcher.ids import parse_iso_utc
+from hyops_dispatcher.jsonlog import JsonLog
+from hyops_dispatcher.ledger import Ledger
 
-d: Any = load_dispatcher()
+from .conftest import Root
+from .request_seed import approve, request_doc, seed_request
 
 
 class Clock:
@@ -28,11 +32,11 @@ class Clock:
 
 def open_book(root: Root, approvals: Path, mono: Clock) -> tuple[Any, Any]:
     root.write_config(approvals_dir=str(approvals))
-    cfg = d.load_config(str(root.config))
+    cfg = load_config(str(root.config))
     os.makedirs(os.path.dirname(cfg.ledger_file), exist_ok=True)
-    log = d.JsonLog(None, "INFO", 1 << 20, 1, to_stderr=False)
-    ledger = d.Ledger(cfg.ledger_file)
-    book = d.ApprovalBook(cfg, log, mono)
+    log = JsonLog(None, "INFO", 1 << 20, 1, to_stderr=False)
+    ledger = Ledger(cfg.ledger_file)
+    book = ApprovalBook(cfg, log, mono)
     book.attach(ledger, resync=True)
     return book, ledger
 
@@ -58,7 +62,7 @@ def test_markers_expiry_supersedes_and_files_taken_away(root: Root, tmp_path: Pa
         "superseded": 0,
         "not-required": 0,
     }
-    assert book.oldest_awaiting == d.parse_iso_utc(
+    assert book.oldest_awaiting == parse_iso_utc(
         request_doc("x", "cutover", now - 600)["timestamp_utc"]
     )
     # A failback written by the daemon names the cutover it supersedes.
@@ -98,7 +102,7 @@ def test_an_expiry_that_passes_is_counted_without_a_marker_check(
     seed_request(root, request_doc("e-1", "cutover", now - 30, ttl=60))
     book, ledger = open_book(root, tmp_path / "missing-approvals", Clock())
     assert counts(book, now)["awaiting"] == 1 and book.readable is False
-    assert book.next_expiry == d.parse_iso_utc(
+    assert book.next_expiry == parse_iso_utc(
         json.loads(next(root.requests.glob("*.json")).read_text())["expires_at"]
     )
     book.tick(book.next_expiry + 1)

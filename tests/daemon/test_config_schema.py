@@ -10,12 +10,18 @@ import json
 from typing import Any
 
 import pytest
+from hyops_dispatcher.config import (
+    CONFIG_KEYS,
+    CONFIG_REQUIRED,
+    ROUTE_KEYS,
+    ConfigError,
+    parse_config,
+)
 
 from hyops_runner.schemas import load_schema, violations
 
-from .conftest import BASE_CONFIG, load_dispatcher
+from .conftest import BASE_CONFIG
 
-d = load_dispatcher()
 CONFIG_SCHEMA = load_schema("dispatcher-config")
 ROUTE_SCHEMA = load_schema("route")
 
@@ -43,8 +49,8 @@ def cases(schema: dict[str, Any]) -> list[tuple[str, int, bool]]:
 
 def daemon_accepts(doc: dict[str, Any]) -> tuple[bool, str]:
     try:
-        d.parse_config(json.dumps(doc).encode(), "/srv/dd/config/config.json")
-    except d.ConfigError as exc:
+        parse_config(json.dumps(doc).encode(), "/srv/dd/config/config.json")
+    except ConfigError as exc:
         return False, str(exc)
     return True, ""
 
@@ -91,7 +97,7 @@ DEFAULTS = [
 @pytest.mark.parametrize(("key", "default"), DEFAULTS)
 def test_default_is_the_schema_default(key: str, default: Any) -> None:
     assert key not in BASE_CONFIG
-    cfg = d.parse_config(json.dumps(BASE_CONFIG).encode(), "/srv/dd/config/config.json")
+    cfg = parse_config(json.dumps(BASE_CONFIG).encode(), "/srv/dd/config/config.json")
     assert getattr(cfg, key) == default
 
 
@@ -115,9 +121,9 @@ def test_root_is_the_one_documented_exception() -> None:
 
 
 def test_the_daemon_knows_exactly_the_schema_keys() -> None:
-    assert set(CONFIG_SCHEMA["properties"]) == d.CONFIG_KEYS
-    assert set(ROUTE_SCHEMA["properties"]) == d.ROUTE_KEYS
-    assert set(CONFIG_SCHEMA["required"]) - {"root"} == set(d.CONFIG_REQUIRED)
+    assert set(CONFIG_SCHEMA["properties"]) == CONFIG_KEYS
+    assert set(ROUTE_SCHEMA["properties"]) == ROUTE_KEYS
+    assert set(CONFIG_SCHEMA["required"]) - {"root"} == set(CONFIG_REQUIRED)
 
 
 PATH_KEYS = (

@@ -7,10 +7,20 @@ import json
 from typing import Any
 
 import pytest
+from hyops_dispatcher.config import ConfigError, parse_config
+from hyops_dispatcher.decide import LastEmit, decide
+from hyops_dispatcher.ids import DISPATCH_ID_RE, decision_hash, make_dispatch_id, parse_iso_utc
+from hyops_dispatcher.jsontext import DEPTH_CUT, dump_json, json_depth
+from hyops_dispatcher.record import (
+    REQUEST_DEPTH_MAX,
+    RecordRejected,
+    decision_time,
+    is_record_name,
+    parse_record,
+    validate_record,
+)
 
-from .conftest import BASE_CONFIG, ROUTES, assert_valid, load_dispatcher
-
-d = load_dispatcher()
+from .conftest import BASE_CONFIG, ROUTES, assert_valid
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 NOW_ISO = "2026-09-21T14:13:20+00:00"
@@ -23,7 +33,7 @@ def config(**over: Any) -> Any:
             doc.pop(key, None)
         else:
             doc[key] = value
-    return d.parse_config(json.dumps(doc).encode(), "/srv/dd/config/config.json")
+    return parse_config(json.dumps(doc).encode(), "/srv/dd/config/config.json")
 
 
 def route_over(name: str, **over: Any) -> dict[str, Any]:
@@ -99,7 +109,7 @@ CONFIG_ERRORS = [
 
 @pytest.mark.parametrize(("over", "message"), CONFIG_ERRORS, ids=[m for _, m in CONFIG_ERRORS])
 def test_config_errors_name_the_key(over: dict[str, Any], message: str) -> None:
-    with pytest.raises(d.ConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         config(**over)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
@@ -109,7 +119,7 @@ def test_route_requires_approval_null_is_refused() -> None:
     # CONTRACT.md 5: the original treated null as "no approval".
     routes = copy.deepcopy(ROUTES)
     routes["cutover"]["requires_approval"] = None
-    with pytest.raises(d.ConfigError, match=r"routes\.cutover\.requires_approval"):
+    with pytest.raises(ConfigError, match=r"routes\.cutover\.requires_approval"):
         config(routes=routes)
 
 
@@ -128,15 +138,15 @@ RECORD_REJECTS = [
 
 @pytest.mark.parametrize(("data", "reason", "retryable"), RECORD_REJECTS)
 def test_parse_record_rejects(data: bytes, reason: str, retryable: bool | None) -> None:
-    with pytest.raises(d.RecordRejected) as err:
-        d.parse_record(data)
+    with pytest.raises(RecordRejected) as err:
+        parse_record(data)
     assert reason in err.value.reason
     if retryable is not None:
         assert err.value.retryable is retryable
 
 
 def test_parse_record_accepts_bom_and_whitespace() -> None:
-    assert d.parse_record(b'\xef\xbb\xbf {"a": 1}\n') == {"a": 1}
+    assert parse_record(b'\xef\xbb\xbf {"a": 1}\n') == {"a": 1}
 
 
 VALIDATE_REJECTS = [
@@ -155,8 +165,8 @@ VALIDATE_REJECTS = [
 
 @pytest.mark.parametrize(("doc", "reason"), VALIDATE_REJECTS)
 def test_validate_record_rejects(doc: dict[str, Any], reason: str) -> None:
-    with pytest.raises(d.RecordRejected) as err:
-        d.validate_record(doc)
+    with pytest.raises(RecordRejected) as err:
+        validate_record(doc)
     assert reason in err.value.reason
     assert not err.value.retryable
 
@@ -177,7 +187,7 @@ ISO_CASES = [
 
 @pytest.mark.parametrize(("text", "epoch"), ISO_CASES)
 def test_parse_iso_utc(text: Any, epoch: float | None) -> None:
-    got = d.parse_iso_utc(text)
+    got = parse_iso_utc(text)
     if epoch is None:
         assert got is None
     else:
@@ -195,26 +205,24 @@ DISPATCH_ID_CASES = [
 @pytest.mark.parametrize(("extra", "mtime", "ts", "source"), DISPATCH_ID_CASES)
 def test_dispatch_id_derivation(extra: dict[str, Any], mtime: float, ts: str, source: str) -> None:
     rec = {"decision_id": "test-cutover-001", "decision_type": "cutover", **extra}
-    epoch, src = d.decision_time(rec, "test-cutover-001", mtime)
+    epoch, src = decision_time(rec, "test-cutover-001", mtime)
     assert src == source
-    dispatch_id = d.make_dispatch_id(epoch, "cutover", "test-cutover-001")
-    assert dispatch_id == f"dispatch-{ts}-cutover-{d.decision_hash('test-cutover-001')}"
-    assert d.DISPATCH_ID_RE.match(dispatch_id)
+    dispatch_id = make_dispatch_id(epoch, "cutover", "test-cutover-001")
+    assert dispatch_id == f"dispatch-{ts}-cutover-{decision_hash('test-cutover-001')}"
+    assert DISPATCH_ID_RE.match(dispatch_id)
 
 
 def test_dispatch_id_from_decision_id_timestamp() -> None:
     did = "decision-20260320T101500Z-cutover-0c1d2e3f"
-    epoch, src = d.decision_time({}, did, NOW)
+    epoch, src = decision_time({}, did, NOW)
     assert src == "decision_id"
-    assert d.make_dispatch_id(epoch, "cutover", did).startswith(
-        "dispatch-20260320T101500Z-cutover-"
-    )
+    assert make_dispatch_id(epoch, "cutover", did).startswith("dispatch-20260320T101500Z-cutover-")
 
 
 def test_dispatch_id_is_stable_and_distinct() -> None:
-    a = d.make_dispatch_id(NOW, "cutover", "a")
-    assert a == d.make_dispatch_id(NOW, "cutover", "a")
-    assert a != d.make_dispatch_id(NOW, "cutover", "b")
+    a = make_dispatch_id(NOW, "cutover", "a")
+    assert a == make_dispatch_id(NOW, "cutover", "a")
+    assert a != make_dispatch_id(NOW, "cutover", "b")
 
 
 def rec(**over: Any) -> dict[str, Any]:
@@ -230,13 +238,13 @@ def rec(**over: Any) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-LAST = {"failback": d.LastEmit(NOW - 100, "dispatch-20260921T141140Z-failback-aaaaaaaa")}
+LAST = {"failback": LastEmit(NOW - 100, "dispatch-20260921T141140Z-failback-aaaaaaaa")}
 
-CUTOVER_LAST = d.LastEmit(NOW - 200, "dispatch-20260921T141140Z-cutover-cccccccc")
+CUTOVER_LAST = LastEmit(NOW - 200, "dispatch-20260921T141140Z-cutover-cccccccc")
 # The last cutover request, then a failback request after it: the episode is over.
 EPISODE_ENDED = {"cutover": CUTOVER_LAST, "failback": LAST["failback"]}
 # A failback before the last cutover: that cutover's episode is still open.
-EPISODE_OPEN = {"cutover": CUTOVER_LAST, "failback": d.LastEmit(NOW - 300, LAST["failback"][1])}
+EPISODE_OPEN = {"cutover": CUTOVER_LAST, "failback": LastEmit(NOW - 300, LAST["failback"][1])}
 
 DECIDE_CASES = [
     # id, record, config overrides, last_emit, force, outcome, reason part, status
@@ -426,7 +434,7 @@ def test_decide(
     status: str | None,
 ) -> None:
     cfg = config(**over)
-    decision = d.decide(
+    decision = decide(
         record,
         record_path="/srv/records/r.json",
         mtime=NOW,
@@ -455,14 +463,14 @@ def test_a_request_names_the_other_routes_request_still_awaiting_approval(awaiti
         asked.append(dispatch_id)
         return awaiting
 
-    decision = d.decide(
+    decision = decide(
         rec(decision_type="failback"),
         record_path="/srv/records/r.json",
         mtime=NOW,
         config=config(),
         now=NOW,
         last_emit={"cutover": CUTOVER_LAST},
-        awaits_approval=awaits,
+        still_waiting=awaits,
     )
     assert asked == [CUTOVER_LAST.dispatch_id]
     assert decision.request is not None
@@ -471,14 +479,14 @@ def test_a_request_names_the_other_routes_request_still_awaiting_approval(awaiti
 
 
 def test_a_synthetic_request_always_awaits_approval_and_says_so() -> None:
-    decision = d.decide(
+    decision = decide(
         rec(decision_id="handoff-check-1", decision_type="failback"),
         record_path="/srv/records/r.json",
         mtime=NOW,
         config=config(require_approval=False),
         now=NOW,
         last_emit={"cutover": CUTOVER_LAST},
-        awaits_approval=lambda _id: True,  # a synthetic check supersedes nothing
+        still_waiting=lambda _id: True,  # a synthetic check supersedes nothing
     )
     req = decision.request
     assert req is not None and "supersedes" not in req
@@ -495,7 +503,7 @@ def test_carried_checks_are_cut_at_the_request_depth() -> None:
     deep: Any = []
     for _ in range(200):
         deep = [deep]
-    decision = d.decide(
+    decision = decide(
         rec(checks=deep),
         record_path="/srv/records/r.json",
         mtime=NOW,
@@ -504,8 +512,8 @@ def test_carried_checks_are_cut_at_the_request_depth() -> None:
         last_emit={},
     )
     assert decision.request is not None
-    assert d.json_depth(d.dump_json(decision.request).decode()) == d.REQUEST_DEPTH_MAX
-    assert d.DEPTH_CUT in d.dump_json(decision.request).decode()
+    assert json_depth(dump_json(decision.request).decode()) == REQUEST_DEPTH_MAX
+    assert DEPTH_CUT in dump_json(decision.request).decode()
 
 
 @pytest.mark.parametrize(
@@ -513,12 +521,12 @@ def test_carried_checks_are_cut_at_the_request_depth() -> None:
     [("{}", 1), ('{"a": "[[[{{{"}', 1), ('[[], [[["\\"]]]]', 4), ('"]]"', 0), ("1", 0)],
 )
 def test_json_depth_ignores_brackets_in_strings(text: str, depth: int) -> None:
-    assert d.json_depth(text) == depth
+    assert json_depth(text) == depth
 
 
 def test_request_carries_record_fields_and_expiry() -> None:
     cfg = config()
-    decision = d.decide(
+    decision = decide(
         rec(decision_type="failback", rationale=["not", "a", "string"], checks="nope"),
         record_path="/srv/records/r.json",
         mtime=NOW,
@@ -535,10 +543,10 @@ def test_request_carries_record_fields_and_expiry() -> None:
 
 
 def test_dump_json_survives_lone_surrogates_and_refuses_nan() -> None:
-    out = d.dump_json({"rationale": "\ud800"})
+    out = dump_json({"rationale": "\ud800"})
     assert json.loads(out) == {"rationale": "\ud800"}
     with pytest.raises(ValueError):
-        d.dump_json({"x": float("nan")})
+        dump_json({"x": float("nan")})
 
 
 @pytest.mark.parametrize(
@@ -553,4 +561,4 @@ def test_dump_json_survives_lone_surrogates_and_refuses_nan() -> None:
     ],
 )
 def test_record_names(name: str, is_record: bool) -> None:
-    assert d.is_record_name(name) is is_record
+    assert is_record_name(name) is is_record

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hyops_dispatcher.config import parse_config
+from hyops_dispatcher.decide import decide
+from hyops_dispatcher.jsontext import dump_json
+from hyops_dispatcher.record import parse_record
 
-from .conftest import ROUTES, assert_valid, load_dispatcher
+from .conftest import ROUTES, assert_valid
 
-d = load_dispatcher()
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name.removesuffix(".record.json") for p in GOLDEN.glob("*.record.json"))
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
@@ -32,12 +35,12 @@ CONFIG: dict[str, Any] = {
 
 
 def run_case(case: str) -> dict[str, Any]:
-    cfg = d.parse_config(
+    cfg = parse_config(
         json.dumps(CONFIG).encode(), "/opt/hybridops/decision-dispatcher/config/config.json"
     )
-    record = d.parse_record((GOLDEN / f"{case}.record.json").read_bytes())
+    record = parse_record((GOLDEN / f"{case}.record.json").read_bytes())
     path = f"{cfg.records_dir}/{case}.json"
-    decision = d.decide(record, record_path=path, mtime=MTIME, config=cfg, now=NOW, last_emit={})
+    decision = decide(record, record_path=path, mtime=MTIME, config=cfg, now=NOW, last_emit={})
     return {
         "outcome": decision.outcome,
         "reason": decision.reason,
@@ -61,23 +64,23 @@ def test_golden(case: str) -> None:
     if got["request"] is not None:
         assert_valid("dispatch-request", got["request"])
         # What the daemon writes is exactly this document, byte for byte canonical.
-        assert json.loads(d.dump_json(got["request"])) == got["request"]
+        assert json.loads(dump_json(got["request"])) == got["request"]
 
 
 PY39_SCRIPT = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("dispatcher", sys.argv[1])
-d = importlib.util.module_from_spec(spec)
-sys.modules["dispatcher"] = d
-spec.loader.exec_module(d)
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from hyops_dispatcher.config import parse_config
+from hyops_dispatcher.decide import decide
+from hyops_dispatcher.record import parse_record
 config = json.loads(sys.argv[2])
 golden, now, mtime = sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
-cfg = d.parse_config(json.dumps(config).encode(), config["root"] + "/config/config.json")
+cfg = parse_config(json.dumps(config).encode(), config["root"] + "/config/config.json")
 out = {}
 for case in sys.argv[6:]:
-    record = d.parse_record(open(golden + "/" + case + ".record.json", "rb").read())
+    record = parse_record(open(golden + "/" + case + ".record.json", "rb").read())
     path = cfg.records_dir + "/" + case + ".json"
-    dec = d.decide(record, record_path=path, mtime=mtime, config=cfg, now=now, last_emit={})
+    dec = decide(record, record_path=path, mtime=mtime, config=cfg, now=now, last_emit={})
     out[case] = {"outcome": dec.outcome, "reason": dec.reason,
                  "dispatch_id": dec.dispatch_id, "request": dec.request}
 print(json.dumps(out))
@@ -95,7 +98,7 @@ def test_golden_on_python39() -> None:
             PY39,
             "-c",
             PY39_SCRIPT,
-            str(DISPATCHER),
+            str(DISPATCHER.parent),
             json.dumps(CONFIG),
             str(GOLDEN),
             str(NOW),

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hyops_dispatcher.states import OUTCOMES, VERSION
 from promtool_helpers import Metrics, check_metrics, parse_metrics
 
-from .conftest import ROUTES, Root, cli, load_dispatcher, record, wait_for
+from .conftest import ROUTES, Root, cli, record, wait_for
 from .request_seed import approve, request_doc, seed_request
 
 pytestmark = pytest.mark.slow
@@ -52,10 +53,9 @@ def test_metrics_file_is_clean_and_agrees_with_status(
     daemon = spawn(python, root).wait_ready()
     path = metrics_file(root)
     m = read_metrics(path)  # written by the first pass, before READY
-    d = load_dispatcher()
     assert m.series(P + "info") == {
         frozenset(
-            {("version", d.VERSION), ("execution_mode", "record-only"), ("watcher", "inotify")}
+            {("version", VERSION), ("execution_mode", "record-only"), ("watcher", "inotify")}
         ): 1
     }
     assert m.value(P + "heartbeat_seconds") == 60
@@ -77,7 +77,7 @@ def test_metrics_file_is_clean_and_agrees_with_status(
     assert 0 < m.value(P + "oldest_awaiting_approval_seconds") < 60
     status = json.loads(cli(python, root, "status", "--json").stdout)
     assert m.value(P + "healthy") == (1 if status["healthy"] else 0) == 1
-    for outcome in d.OUTCOMES:
+    for outcome in OUTCOMES:
         assert m.value(P + "records_total", outcome=outcome) == status["counters"][outcome]
 
     # Approving it downstream takes it out of "awaiting" at the next pass.

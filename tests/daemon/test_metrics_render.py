@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hyops_dispatcher.approvals import RequestFacts, approval_state, request_facts
+from hyops_dispatcher.jsonlog import JsonLog
+from hyops_dispatcher.metrics import METRIC_PREFIX, MetricsReport, MetricsSnapshot, render_metrics
+from hyops_dispatcher.report import StateReport
+from hyops_dispatcher.states import OUTCOMES
 from promtool_helpers import check_metrics, parse_metrics
 
-from .conftest import load_dispatcher
-
-d: Any = load_dispatcher()
 REFERENCE = Path(__file__).resolve().parents[1] / "prometheus" / "fixtures"
 NOW = 1_790_000_000.0
 ID = "dispatch-20260921T141000Z-cutover-0c1d2e3f"
@@ -30,7 +32,7 @@ def facts(**over: Any) -> Any:
         synthetic=False,
     )
     base.update(over)
-    return d.RequestFacts(**base)
+    return RequestFacts(**base)
 
 
 # (id, facts, approved, superseded, expected): first match wins
@@ -50,7 +52,7 @@ STATES = [
     ids=[s[0] for s in STATES],
 )
 def test_approval_state(row: Any, approved: bool, superseded: bool, expected: str) -> None:
-    assert d.approval_state(row, approved, superseded, NOW) == expected
+    assert approval_state(row, approved, superseded, NOW) == expected
 
 
 def test_request_facts_reads_what_the_rule_needs() -> None:
@@ -63,12 +65,12 @@ def test_request_facts_reads_what_the_rule_needs() -> None:
         "supersedes": "dispatch-20260921T140000Z-failback-00000000",
         "source_decision_id": "handoff-check-20260921T141000Z-0a0b0c0d",
     }
-    got = d.request_facts(doc)
+    got = request_facts(doc)
     assert got.expires_at - got.issued_at == 3600 and got.needs_approval
     assert got.supersedes == doc["supersedes"] and got.synthetic is True
-    assert d.request_facts({**doc, "status": "queued"}).needs_approval is False
-    assert d.request_facts({**doc, "dispatch_id": "../x"}) is None
-    assert d.request_facts([doc]) is None
+    assert request_facts({**doc, "status": "queued"}).needs_approval is False
+    assert request_facts({**doc, "dispatch_id": "../x"}) is None
+    assert request_facts([doc]) is None
 
 
 def snapshot(**over: Any) -> Any:
@@ -77,7 +79,7 @@ def snapshot(**over: Any) -> Any:
         watcher="inotify",
         healthy=True,
         heartbeat_seconds=60,
-        records_total=tuple((o, 0) for o in sorted(d.OUTCOMES)),
+        records_total=tuple((o, 0) for o in sorted(OUTCOMES)),
         requests_total=(("cutover", 2), ("failback", 0)),
         awaiting=(("cutover", 1), ("failback", 0)),
         expired=(("cutover", 0), ("failback", 0)),
@@ -86,23 +88,23 @@ def snapshot(**over: Any) -> Any:
         oldest_awaiting_s=754.2,
     )
     base.update(over)
-    return d.MetricsSnapshot(**base)
+    return MetricsSnapshot(**base)
 
 
 def test_rendered_file_is_clean_and_has_the_reference_families() -> None:
-    text = d.render_metrics(snapshot())
+    text = render_metrics(snapshot())
     assert check_metrics(text) == []
     got = parse_metrics(text)
     want = parse_metrics((REFERENCE / "decision-dispatcher.prom").read_text())
     assert got.types == want.types and got.helps == want.helps
     assert {k for k, _ in got.samples} == {k for k, _ in want.samples}
-    assert dict(got.series(d.METRIC_PREFIX + "info")) == {
+    assert dict(got.series(METRIC_PREFIX + "info")) == {
         frozenset(
             {("version", '0.1.0"\\\n'), ("execution_mode", "record-only"), ("watcher", "inotify")}
         ): 1
     }
-    assert got.value(d.METRIC_PREFIX + "approvals_dir_readable") == 0
-    assert got.value(d.METRIC_PREFIX + "oldest_awaiting_approval_seconds") == 754.2
+    assert got.value(METRIC_PREFIX + "approvals_dir_readable") == 0
+    assert got.value(METRIC_PREFIX + "oldest_awaiting_approval_seconds") == 754.2
 
 
 class _Config:
@@ -114,8 +116,8 @@ class _Config:
 
 def test_time_alone_rewrites_only_at_the_heartbeat(tmp_path: Path) -> None:
     path = tmp_path / "m.prom"
-    log = d.JsonLog(None, "INFO", 1 << 20, 1, to_stderr=False)
-    metrics = d.MetricsReport(_Config(path), d.StateReport(log, time.time()))
+    log = JsonLog(None, "INFO", 1 << 20, 1, to_stderr=False)
+    metrics = MetricsReport(_Config(path), StateReport(log, time.time()))
     metrics.write(snapshot(), NOW)
     first = path.stat()
     assert oct(first.st_mode & 0o777) == "0o644"

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hyops_dispatcher.config import parse_config
+from hyops_dispatcher.daemon import Daemon as Loop
+from hyops_dispatcher.jsonlog import JsonLog
+from hyops_dispatcher.ledger import Ledger
+from hyops_dispatcher.states import OUTCOMES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import ROUTES, Daemon, Root, assert_valid, load_dispatcher, wait_for
-
-d = load_dispatcher()
+from .conftest import ROUTES, Daemon, Root, assert_valid, wait_for
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -71,13 +74,13 @@ def make_config(base: Path, records_dir: Path) -> Any:
         "max_record_bytes": 1024,
         "routes": {**ROUTES, "failback": {**ROUTES["failback"], "coalesce_seconds": 60}},
     }
-    return d.parse_config(json.dumps(doc).encode(), str(base / "config" / "config.json"))
+    return parse_config(json.dumps(doc).encode(), str(base / "config" / "config.json"))
 
 
 def run_pass(cfg: Any) -> None:
     os.makedirs(os.path.dirname(cfg.log_file), exist_ok=True)
-    log = d.JsonLog(cfg.log_file, "DEBUG", cfg.log_max_bytes, 2, to_stderr=False)
-    daemon = d.Daemon(cfg, log, use_inotify=False)
+    log = JsonLog(cfg.log_file, "DEBUG", cfg.log_max_bytes, 2, to_stderr=False)
+    daemon = Loop(cfg, log, use_inotify=False)
     try:
         daemon.start()
         daemon.scan(full=True)
@@ -102,12 +105,12 @@ def test_any_file_gets_an_outcome_and_nothing_crashes(files: dict[str, bytes]) -
             os.utime(records_dir / name, (old, old))
         cfg = make_config(base, records_dir)
         run_pass(cfg)
-        ledger = d.Ledger(cfg.ledger_file, readonly=True)
-        rows = {r["file"]: r for r in ledger.listing(d.OUTCOMES)}
+        ledger = Ledger(cfg.ledger_file, readonly=True)
+        rows = {r["file"]: r for r in ledger.listing(OUTCOMES)}
         ledger.close()
         assert set(rows) == set(files)
         for row in rows.values():
-            assert row["outcome"] in d.OUTCOMES and row["outcome"] != "pending"
+            assert row["outcome"] in OUTCOMES and row["outcome"] != "pending"
             if row["outcome"] != "emitted":
                 assert row["reason"], row
         requests = sorted(os.listdir(cfg.requests_dir))
@@ -132,7 +135,7 @@ def test_non_utf8_file_name_is_rejected_not_fatal(tmp_path: Path) -> None:
     cfg = make_config(base, records_dir)
     run_pass(cfg)
     run_pass(cfg)
-    ledger = d.Ledger(cfg.ledger_file, readonly=True)
+    ledger = Ledger(cfg.ledger_file, readonly=True)
     rows = ledger.listing(("rejected",))
     ledger.close()
     assert [r["reason"] for r in rows] == ["file name is not valid UTF-8"]

@@ -11,20 +11,25 @@ import json
 import os
 import select
 import struct
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from hyops_dispatcher.config import load_config
+from hyops_dispatcher.decide import decide
+from hyops_dispatcher.jsontext import dump_json
+from hyops_dispatcher.ledger import Ledger
 
-from .conftest import Root, cli, load_dispatcher, now_iso, record, wait_for
+from .conftest import Root, cli, now_iso, record, wait_for
 
-d = load_dispatcher()
 pytestmark = pytest.mark.slow
 
 OLD = -3 * 86400  # older than max_record_age_seconds: stale, replayable
 
 
 def ledger_decision(root: Root, decision_id: str) -> dict:
-    ledger = d.Ledger(str(root.ledger), readonly=True)
+    ledger = Ledger(str(root.ledger), readonly=True)
     try:
         return ledger.get_decision(decision_id) or {}
     finally:
@@ -76,18 +81,18 @@ def test_replay_refuses_a_decision_whose_request_is_already_there(python: str, r
     once(python, root)
     # A request for it is already in the requests folder (an earlier replay that was cut
     # off before its ledger row): the folder is the truth, a second write is refused.
-    cfg = d.load_config(str(root.config))
-    decision = d.decide(
+    cfg = load_config(str(root.config))
+    decision = decide(
         doc,
         record_path=str(root.records / "f.json"),
         mtime=0.0,
         config=cfg,
-        now=d.time.time(),
+        now=time.time(),
         last_emit={},
         force=True,
     )
     target = root.requests / f"{decision.dispatch_id}.json"
-    target.write_bytes(d.dump_json(decision.request))
+    target.write_bytes(dump_json(decision.request))
     before = target.read_bytes()
     result = cli(python, root, "replay", "old-x")
     assert result.returncode == 1, result.stdout
@@ -99,9 +104,9 @@ def test_replay_refuses_a_dispatch_id_owned_by_another_decision(python: str, roo
     doc = record("old-x", timestamp_utc=now_iso(OLD))
     root.drop("f.json", doc)
     once(python, root)
-    cfg = d.load_config(str(root.config))
-    decision = d.decide(
-        doc, record_path="f", mtime=0.0, config=cfg, now=d.time.time(), last_emit={}, force=True
+    cfg = load_config(str(root.config))
+    decision = decide(
+        doc, record_path="f", mtime=0.0, config=cfg, now=time.time(), last_emit={}, force=True
     )
     target = root.requests / f"{decision.dispatch_id}.json"
     target.write_text(json.dumps({**decision.request, "source_decision_id": "someone-else"}))
@@ -167,7 +172,7 @@ def test_request_is_closed_before_it_is_renamed(python: str, root: Root) -> None
 
 
 def test_replay_cli_rejects_an_unsafe_id(root: Root) -> None:
-    result = cli(d.sys.executable, root, "replay", "../x")
+    result = cli(sys.executable, root, "replay", "../x")
     assert result.returncode == 2 and "decision_id" in result.stderr
     assert not Path(root.path / "state" / "replay").exists() or not list(
         (root.path / "state" / "replay").iterdir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DISPATCHER, Root, assert_valid, cli, now_iso, record, wait_for
+from .conftest import Root, assert_valid, cli, install_release, now_iso, record, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,8 +42,7 @@ def sandbox_root() -> Iterator[Root]:
     root.write_config()
     root.config.chmod(0o644)
     # Installed outside the root, root-owned, like the role does.
-    (top / "lib").mkdir(mode=0o755)
-    shutil.copy(DISPATCHER, top / "lib" / "dispatcher.py")
+    install_release(top / "lib")
     yield root
     shutil.rmtree(top, ignore_errors=True)
 

@@ -11,15 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hyops_dispatcher.approvals import awaits_approval
+from hyops_dispatcher.config import parse_config
+from hyops_dispatcher.daemon import Daemon
+from hyops_dispatcher.ids import iso_ts
+from hyops_dispatcher.jsonlog import JsonLog
+from hyops_dispatcher.ledger import Ledger
+from hyops_dispatcher.states import OUTCOMES
 
-from .conftest import ROUTES, Root, load_dispatcher, now_iso, record, wait_for
-
-d = load_dispatcher()
+from .conftest import ROUTES, Root, now_iso, record, wait_for
 
 
 def test_log_rotates_by_size_and_keeps_backups(tmp_path: Path) -> None:
     path = tmp_path / "dispatcher.log"
-    log = d.JsonLog(str(path), "INFO", 2000, 3, to_stderr=False)
+    log = JsonLog(str(path), "INFO", 2000, 3, to_stderr=False)
     for i in range(200):
         log.event("emitted", file=f"r{i}.json", reason="x" * 40)
     log.event("pruned", level="DEBUG", reason="below the level: not written")
@@ -60,9 +65,9 @@ def make(tmp_path: Path, clock: Clock, **over: Any) -> tuple[Any, Path]:
         "routes": ROUTES,
     }
     doc.update(over)
-    cfg = d.parse_config(json.dumps(doc).encode(), str(base / "config" / "config.json"))
-    log = d.JsonLog(cfg.log_file, "INFO", cfg.log_max_bytes, 2, to_stderr=False)
-    daemon = d.Daemon(cfg, log, clock=clock, use_inotify=False)
+    cfg = parse_config(json.dumps(doc).encode(), str(base / "config" / "config.json"))
+    log = JsonLog(cfg.log_file, "INFO", cfg.log_max_bytes, 2, to_stderr=False)
+    daemon = Daemon(cfg, log, clock=clock, use_inotify=False)
     daemon.start()
     return daemon, records
 
@@ -102,7 +107,7 @@ def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
     put(records, "f2.json", record("fb-2", "failback"))
     put(records, "c1.json", record("co-1", "cutover"))
     daemon.scan(full=True)
-    outcomes = {r["file"]: r for r in daemon.ledger.listing(d.OUTCOMES)}
+    outcomes = {r["file"]: r for r in daemon.ledger.listing(OUTCOMES)}
     assert outcomes["f1.json"]["outcome"] == "emitted"
     assert outcomes["f2.json"]["outcome"] == "coalesced"
     assert outcomes["f2.json"]["dispatch_id"] == outcomes["f1.json"]["dispatch_id"]
@@ -223,7 +228,7 @@ def test_unlistable_records_folder_is_reported_once_and_recovers_after_a_listing
             raise PermissionError(13, "Permission denied", str(records))
         return real_scandir(path)
 
-    monkeypatch.setattr(d.os, "scandir", scandir)
+    monkeypatch.setattr(os, "scandir", scandir)
     put(records, "a.json", record("perm-1"))
     for _ in range(5):  # idle passes while the folder stays unlistable: one error, no flapping
         clock.now += 5
@@ -266,7 +271,7 @@ def test_a_request_on_disk_without_its_ledger_row_is_adopted_after_a_crash(
     daemon, _records = make(tmp_path, clock)
     assert daemon.ledger.meta_get("clean_stop") == "0"  # running now
     daemon.stop()
-    ledger = d.Ledger(daemon.config.ledger_file, readonly=True)
+    ledger = Ledger(daemon.config.ledger_file, readonly=True)
     assert ledger.meta_get("clean_stop") == "1"
     ledger.close()
 
@@ -287,7 +292,7 @@ def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
         "poll_seconds": 5,
         "routes": ROUTES,
     }
-    cfg = d.parse_config(json.dumps(raw).encode(), str(tmp_path / "config" / "config.json"))
+    cfg = parse_config(json.dumps(raw).encode(), str(tmp_path / "config" / "config.json"))
     now = time.time()
 
     def request(name: str, **doc: Any) -> str:
@@ -298,10 +303,10 @@ def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
     queued = request("q", status="queued")
     approved = request("a", status="awaiting-approval")
     (approvals / "a.approved.json").write_text("{}")
-    expired = request("e", status="awaiting-approval", expires_at=d.iso_ts(now - 1))
-    later = request("l", status="awaiting-approval", expires_at=d.iso_ts(now + 60))
-    got = {n: d.awaits_approval(cfg, n, now) for n in (waiting, queued, approved, expired, later)}
-    got["gone"] = d.awaits_approval(cfg, "gone", now)
+    expired = request("e", status="awaiting-approval", expires_at=iso_ts(now - 1))
+    later = request("l", status="awaiting-approval", expires_at=iso_ts(now + 60))
+    got = {n: awaits_approval(cfg, n, now) for n in (waiting, queued, approved, expired, later)}
+    got["gone"] = awaits_approval(cfg, "gone", now)
     assert got == {"w": True, "q": False, "a": False, "e": False, "l": True, "gone": False}
 
 

@@ -5,27 +5,44 @@ built by hand, the clock is a number. decide() has its own table in test_core.py
 from __future__ import annotations
 
 import json
+import os
 import stat
 from typing import Any
 
 import pytest
+from hyops_dispatcher.config import parse_config
+from hyops_dispatcher.decide import decide
+from hyops_dispatcher.ids import iso_ts
+from hyops_dispatcher.record import RecordRejected
+from hyops_dispatcher.report import judge_health
+from hyops_dispatcher.verdicts import (
+    ADOPTED_REASON,
+    COUNTED_REASON,
+    IN_THIS_BATCH,
+    FileSig,
+    KnownFile,
+    PriorDecision,
+    judge_collision,
+    judge_file,
+    judge_prior,
+    judge_replay,
+    judge_unreadable,
+)
 
-from .conftest import BASE_CONFIG, load_dispatcher
-
-d = load_dispatcher()
+from .conftest import BASE_CONFIG
 
 NOW = 1_790_000_000.0
-CFG = d.parse_config(
+CFG = parse_config(
     json.dumps({**BASE_CONFIG, "settle_seconds": 2, "max_record_bytes": 4096}).encode(),
     "/srv/dd/config/config.json",
 )
 REG = stat.S_IFREG | 0o644
-SIG = d.FileSig(100, int((NOW - 10) * 1e9), int((NOW - 10) * 1e9), 42, REG)
+SIG = FileSig(100, int((NOW - 10) * 1e9), int((NOW - 10) * 1e9), 42, REG)
 OTHER = SIG._replace(mtime_ns=SIG.mtime_ns + 1)
 
 
 def known(outcome: str, sig: Any = SIG, **kw: Any) -> Any:
-    return d.KnownFile(sig._replace(mode=0), outcome, **kw)
+    return KnownFile(sig._replace(mode=0), outcome, **kw)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +62,7 @@ def known(outcome: str, sig: Any = SIG, **kw: Any) -> Any:
         # A deadline an hour away (the wall clock stepped back): read now, not in an hour.
         ("a.json", SIG, known("pending", retry_at=NOW + 3600), False, "read", None, None),
         (
-            d.os.fsdecode(b"\xff.json"),
+            os.fsdecode(b"\xff.json"),
             SIG,
             None,
             False,
@@ -111,7 +128,7 @@ def test_judge_file(
     outcome: str | None,
     reason: str | None,
 ) -> None:
-    verdict = d.judge_file(sig, name, CFG, known_file, NOW, look_again)
+    verdict = judge_file(sig, name, CFG, known_file, NOW, look_again)
     assert verdict.action == action
     if outcome is None:
         assert verdict.outcome is None
@@ -127,11 +144,11 @@ FUTURE = SIG._replace(mtime_ns=int((NOW + 10 * 365 * 86400) * 1e9))
     ("sig", "problem", "known_file", "outcome", "log", "retry_at"),
     [
         # Still being written: pending until settle_seconds after the last change.
-        (FRESH, d.RecordRejected("empty file", True), None, "pending", True, NOW - 0.5 + 2.05),
+        (FRESH, RecordRejected("empty file", True), None, "pending", True, NOW - 0.5 + 2.05),
         # Seen pending before, unchanged: the first deadline holds, nothing new to log.
         (
             FRESH,
-            d.RecordRejected("empty file", True),
+            RecordRejected("empty file", True),
             known("pending", FRESH, retry_at=NOW + 1.0),
             "pending",
             False,
@@ -141,24 +158,24 @@ FUTURE = SIG._replace(mtime_ns=int((NOW + 10 * 365 * 86400) * 1e9))
         # bounded to a settle wait from now.
         (
             FRESH,
-            d.RecordRejected("empty file", True),
+            RecordRejected("empty file", True),
             known("pending", FRESH, retry_at=NOW + 3600),
             "pending",
             False,
             NOW + 2.05,
         ),
         # Settled (changed 10 s ago): rejected.
-        (SIG, d.RecordRejected("invalid JSON: x", True), None, "rejected", True, 0.0),
+        (SIG, RecordRejected("invalid JSON: x", True), None, "rejected", True, 0.0),
         # Not retryable (JSON but not an object): rejected at once.
-        (FRESH, d.RecordRejected("JSON is an array, not an object"), None, "rejected", True, 0.0),
+        (FRESH, RecordRejected("JSON is an array, not an object"), None, "rejected", True, 0.0),
         # Stamped in the future (clock skew): the deadline counts from now, not from then.
-        (FUTURE, d.RecordRejected("empty file", True), None, "pending", True, NOW + 2.05),
+        (FUTURE, RecordRejected("empty file", True), None, "pending", True, NOW + 2.05),
     ],
 )
 def test_judge_unreadable(
     sig: Any, problem: Any, known_file: Any, outcome: str, log: bool, retry_at: float
 ) -> None:
-    got = d.judge_unreadable(problem, sig, known_file, CFG, NOW)
+    got = judge_unreadable(problem, sig, known_file, CFG, NOW)
     assert (got.outcome, got.log) == (outcome, log)
     assert got.retry_at == pytest.approx(retry_at, abs=1e-6)
     assert problem.reason in got.reason
@@ -170,7 +187,7 @@ def prior(
     dispatch_id: str | None = "dispatch-x",
     reason: str = "",
 ) -> Any:
-    return d.PriorDecision("dec-1", outcome, dispatch_id, "cutover", NOW, file, reason, NOW)
+    return PriorDecision("dec-1", outcome, dispatch_id, "cutover", NOW, file, reason, NOW)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +208,7 @@ def prior(
         # A request adopted after a crash, its file seen for the first time.
         (
             "a.json",
-            prior("emitted", reason=d.ADOPTED_REASON),
+            prior("emitted", reason=ADOPTED_REASON),
             None,
             "emitted",
             True,
@@ -210,7 +227,7 @@ def prior(
         # An adopted request already counted for this file once.
         (
             "a.json",
-            prior("emitted", reason=d.COUNTED_REASON),
+            prior("emitted", reason=COUNTED_REASON),
             known("pending"),
             "emitted",
             False,
@@ -218,7 +235,7 @@ def prior(
         ),
         (
             "a.json",
-            prior("emitted", file=None, reason=d.ADOPTED_REASON),
+            prior("emitted", file=None, reason=ADOPTED_REASON),
             None,
             "emitted",
             True,
@@ -240,7 +257,7 @@ def prior(
 def test_judge_prior(
     name: str, the_prior: Any, known_file: Any, outcome: str | None, log: bool, reason: str
 ) -> None:
-    got = d.judge_prior(name, "dec-1", the_prior, known_file)
+    got = judge_prior(name, "dec-1", the_prior, known_file)
     if outcome is None:
         assert got is None
         return
@@ -255,7 +272,7 @@ def emitted_decision() -> Any:
         "decision_type": "cutover",
         "timestamp_utc": "2026-09-21T14:13:00Z",
     }
-    decision = d.decide(
+    decision = decide(
         doc, record_path="/srv/records/a.json", mtime=0, config=CFG, now=NOW, last_emit={}
     )
     assert decision.outcome == "emitted"
@@ -268,13 +285,13 @@ def emitted_decision() -> Any:
         (None, "emitted", True, ""),
         ({"source_decision_id": "dec-1"}, "emitted", False, "already in the requests folder"),
         ({"source_decision_id": "dec-2"}, "rejected", False, "already used by decision 'dec-2'"),
-        (d.IN_THIS_BATCH, "rejected", False, "(a decision in the same batch)"),
+        (IN_THIS_BATCH, "rejected", False, "(a decision in the same batch)"),
         ({}, "rejected", False, "already used by decision None"),
     ],
 )
 def test_judge_collision(existing: Any, outcome: str, write: bool, reason: str) -> None:
     decision = emitted_decision()
-    got = d.judge_collision(decision, existing)
+    got = judge_collision(decision, existing)
     assert (got.outcome, got.write) == (outcome, write)
     assert reason in got.reason
     # A decision row is kept only when the request is (or already was) this decision's.
@@ -295,7 +312,7 @@ def test_judge_collision(existing: Any, outcome: str, write: bool, reason: str) 
     ],
 )
 def test_judge_replay(the_prior: Any, held: Any, existing: Any, refusal: str | None) -> None:
-    got = d.judge_replay("dec-1", the_prior, held, existing)
+    got = judge_replay("dec-1", the_prior, held, existing)
     if refusal is None:
         assert got is None
     else:
@@ -303,7 +320,7 @@ def test_judge_replay(the_prior: Any, held: Any, existing: Any, refusal: str | N
 
 
 def state_at(age: float, status: str = "running") -> dict[str, Any]:
-    return {"timestamp_utc": d.iso_ts(NOW - age), "status": status}
+    return {"timestamp_utc": iso_ts(NOW - age), "status": status}
 
 
 @pytest.mark.parametrize(
@@ -320,5 +337,5 @@ def state_at(age: float, status: str = "running") -> dict[str, Any]:
     ],
 )
 def test_judge_health_is_the_one_freshness_rule(doc: dict, running: bool, healthy: bool) -> None:
-    got = d.judge_health(doc, running, 60, NOW)
+    got = judge_health(doc, running, 60, NOW)
     assert got["healthy"] is healthy and got["running"] is running

@@ -3,13 +3,11 @@ and the reference metrics file (what the daemon writes) against the rules and th
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from hyops_dispatcher.states import OUTCOMES
 from promtool_helpers import check_metrics, parse_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,18 +73,6 @@ BAD = [
 ]
 
 
-def load_dispatcher() -> Any:
-    """files/dispatcher.py as module `dispatcher` (shared with tests/daemon if loaded)."""
-    if "dispatcher" in sys.modules:
-        return sys.modules["dispatcher"]
-    spec = importlib.util.spec_from_file_location("dispatcher", REPO / "files" / "dispatcher.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dispatcher"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def documented_metrics() -> dict[str, str]:
     """name -> type from the table of docs/INTERFACES.md "## Metrics"."""
     text = INTERFACES.read_text(encoding="utf-8")
@@ -127,7 +113,7 @@ def test_the_reference_file_has_what_the_rules_and_the_docs_name() -> None:
 
 
 def test_the_reference_file_counts_every_outcome_of_the_daemon() -> None:
-    outcomes = load_dispatcher().OUTCOMES
+    outcomes = OUTCOMES
     reference = parse_metrics(REFERENCE.read_text(encoding="utf-8"))
     labels = {
         dict(lab)["outcome"] for lab in reference.series("hyops_decision_dispatcher_records_total")

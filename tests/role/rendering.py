@@ -63,7 +63,7 @@ def check_config_verdict(config_file: Path, **overrides: Any) -> tuple[int, str]
     config the role would render with these variables."""
     config_file.write_text(render("config.json.j2", **overrides), encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, str(DISPATCHER), "--config", str(config_file), "check-config"],
+        [sys.executable, "-B", str(DISPATCHER), "--config", str(config_file), "check-config"],
         capture_output=True,
         text=True,
         check=False,

@@ -1,0 +1,59 @@
+"""hyops decision dispatcher: decision records in, approval-gated dispatch requests out.
+
+Python 3.9+ standard library only. It never executes anything (record-only). One
+direction of dependency, no cycles: leaves <- core <- shell <- edge (tests/daemon/
+test_layout.py keeps this map and the imports honest).
+
+Leaves (import nothing of the package):
+- states: exit codes, outcomes, approval states, the shared words and numbers
+- jsontext: strict JSON in and out, depth caps, canonical bytes
+- console: text for a person's terminal, the one-line error
+- ids: UTC stamps, the decision hash, dispatch ids
+- fsio: durable writes of any file, staged batches, safe opens of our own files
+
+Pure core (no I/O):
+- config: parse_config (pure) and load_config (its one read)
+- record: parse and validate a decision record; record and ledger file names
+- decide: valid record + episode state -> Decision and its request document
+- verdicts: a record *file* -> Outcome (settle, pending, rejected, duplicate, collision)
+
+Shell:
+- jsonlog: the JSON event log (file and stderr)
+- host: instance lock, sd_notify, libc memory release
+- inotify: the records folder's change events
+- ledger: every SQL statement of ledger.db, schema version in user_version
+- index: what is known per record file (in the ledger)
+- watcher: which names need a look in a pass
+- batch: the one write path of requests (durable, then the ledger)
+- approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
+- metrics: the Prometheus textfile (pure render + writer)
+- report: counters, the one health rule, state.json
+- inbox: replays asked of the running daemon
+- pipeline: read -> judge -> decide for one record file
+
+Edge:
+- daemon: the loop (owns retry and health)
+- ctl: check-config, status, list, explain, replay
+- handoff: validate-handoff
+- cli: arguments, the config loaded once, dropping root, main()
+"""
+
+LAYERS = {
+    "leaves": ("states", "jsontext", "console", "ids", "fsio"),
+    "core": ("config", "record", "decide", "verdicts"),
+    "shell": (
+        "jsonlog",
+        "host",
+        "inotify",
+        "ledger",
+        "index",
+        "watcher",
+        "batch",
+        "approvals",
+        "metrics",
+        "report",
+        "inbox",
+        "pipeline",
+    ),
+    "edge": ("daemon", "ctl", "handoff", "cli"),
+}

@@ -1,0 +1,414 @@
+"""The approval rule and everything that spells it: the marker path, the request's
+approval state (awaiting, approved, expired, superseded, not-required), its SQL twin, and
+the ApprovalBook that follows open requests for status and metrics.
+
+Invariant: the rule is written once here; the daemon only reads the approvals folder,
+never writes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from .config import Config
+from .fsio import read_json_quiet
+from .ids import DISPATCH_ID_RE, compact_to_epoch, iso_ts, parse_iso_utc
+from .jsonlog import JsonLog
+from .ledger import LOOKUP_CHUNK, Ledger
+from .record import is_handoff, is_record_name
+from .states import APPROVAL_STATES
+
+# Requests listed one by one in state.json (the newest still open); the counts cover all.
+OPEN_LISTED = 10
+
+
+class RequestFacts(NamedTuple):
+    """What the approval state of one request file depends on, read once."""
+
+    dispatch_id: str
+    route: str
+    needs_approval: bool  # false: status `queued` (not-required)
+    issued_at: float
+    expires_at: Optional[float]
+    supersedes: Optional[str]
+    synthetic: bool  # validate-handoff's request: never counted in status or metrics
+
+
+def request_facts(doc: Any) -> Optional[RequestFacts]:
+    """The approval-relevant fields of a request document; None when it is not one."""
+    if not isinstance(doc, dict):
+        return None
+    dispatch_id = doc.get("dispatch_id")
+    if not isinstance(dispatch_id, str) or not DISPATCH_ID_RE.match(dispatch_id):
+        return None
+    route = doc.get("route") or doc.get("decision_type")
+    issued = parse_iso_utc(doc.get("timestamp_utc"))
+    if issued is None:
+        issued = compact_to_epoch(dispatch_id.split("-")[1])
+    supersedes = doc.get("supersedes")
+    source = doc.get("source_decision_id")
+    return RequestFacts(
+        dispatch_id=dispatch_id,
+        route=route if isinstance(route, str) else "",
+        needs_approval=doc.get("status") != "queued",
+        issued_at=issued,
+        expires_at=parse_iso_utc(doc.get("expires_at")),
+        supersedes=supersedes if isinstance(supersedes, str) else None,
+        synthetic=doc.get("synthetic") is True or (isinstance(source, str) and is_handoff(source)),
+    )
+
+
+def approval_state(facts: RequestFacts, approved: bool, superseded: bool, now: float) -> str:
+    """THE approval rule, first match wins: not-required, approved, superseded, expired,
+    awaiting. An unreadable approvals folder means `approved` False (a missed page is
+    worse than a false one)."""
+    if not facts.needs_approval:
+        return "not-required"
+    if approved:
+        return "approved"
+    if superseded:
+        return "superseded"
+    if facts.expires_at is not None and facts.expires_at <= now:
+        return "expired"
+    return "awaiting"
+
+
+def approval_marker(config: Config, dispatch_id: str) -> str:
+    """The consumer's approval of a request (CONTRACT.md 3): its existence is approval."""
+    return os.path.join(config.approvals_dir, dispatch_id + ".approved.json")
+
+
+def awaits_approval(config: Config, dispatch_id: str, now: float) -> bool:
+    """A request still waits for its approval: it is in the requests folder as
+    `awaiting-approval`, has no approval marker and has not expired (`expires_at`). A
+    request the consumer has taken away is no longer waiting."""
+    doc = read_json_quiet(os.path.join(config.requests_dir, dispatch_id + ".json"))
+    if doc is None or doc.get("status") != "awaiting-approval":
+        return False
+    if os.path.lexists(approval_marker(config, dispatch_id)):
+        return False
+    expires = parse_iso_utc(doc.get("expires_at"))
+    return expires is None or now < expires
+
+
+APPROVALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    dispatch_id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    state TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    expires_at REAL,
+    supersedes TEXT,
+    synthetic INTEGER NOT NULL DEFAULT 0
+);
+-- Open rows in issue order: new requests append at its end (cheap during a burst), and
+-- the markers of open rows are looked for page by page along it.
+CREATE INDEX IF NOT EXISTS approvals_open ON approvals(issued_at, dispatch_id)
+    WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS approvals_supersedes ON approvals(supersedes)
+    WHERE supersedes IS NOT NULL;
+"""
+
+# Ledger meta key: "1" once every request file in the folder has its approvals row.
+APPROVALS_INDEXED = "approvals_indexed"
+
+# The open state of a row, derived at query time (first match wins, as approval_state).
+_OPEN_STATE_SQL = (
+    "CASE WHEN EXISTS (SELECT 1 FROM approvals s WHERE s.supersedes = a.dispatch_id) "
+    "THEN 'superseded' WHEN a.expires_at IS NOT NULL AND a.expires_at <= ? THEN 'expired' "
+    "ELSE 'awaiting' END"
+)
+
+
+class ApprovalBook:
+    """Which requests wait for a person (issue 10). One row per request in the ledger's
+    `approvals` table (state `open`, `approved` or `not-required`; superseded, expired and
+    awaiting are derived from the open rows at query time); memory holds only the counts.
+    An idle pass costs one stat of the approvals folder. Open rows are re-checked for
+    their marker when that folder's mtime changes and at every heartbeat (which also drops
+    rows whose request file went away); the requests folder is listed only at a start
+    after a crash, with a new ledger, and at the hourly full scan."""
+
+    def __init__(
+        self, config: Config, log: JsonLog, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.monotonic = monotonic  # the heartbeat interval; expiries are wall time
+        self.ledger: Optional[Ledger] = None
+        self.readable: Optional[bool] = None  # None: not checked yet
+        self.folder_key: Optional[Tuple[int, int]] = None  # (inode, mtime_ns) last checked
+        self.last_check = 0.0  # monotonic
+        self.dirty = True  # the counts below need recomputing
+        self.counts: Dict[Tuple[str, str], int] = {}  # (route, state) -> requests
+        self.oldest_awaiting: Optional[float] = None  # issued_at of the oldest awaiting
+        self.next_expiry: Optional[float] = None
+        self.open_rows: List[dict] = []  # the newest open requests, for state.json
+
+    # ---------------------------------------------------------------- start
+    def attach(self, ledger: Ledger, resync: bool) -> None:
+        """Open the table; list the requests folder when the ledger may lack rows (after
+        a crash, a new ledger, or a ledger from before this table)."""
+        self.ledger = ledger
+        # Request files taken away while stopped are dropped at the first heartbeat, not
+        # before READY (a stat per open request).
+        self.last_check = self.monotonic()
+        ledger.db.executescript(APPROVALS_SCHEMA)
+        if resync or ledger.meta_get(APPROVALS_INDEXED) != "1":
+            self.sync()
+            ledger.begin()
+            ledger.meta_set(APPROVALS_INDEXED, "1")
+            ledger.commit()
+        # The first look at the approvals folder waits for the first state write (refresh),
+        # so that `started` stays the first line of a run in the log.
+
+    def sync(self) -> None:
+        """Rows for request files the table lacks; rows of files gone are dropped."""
+        assert self.ledger is not None
+        db = self.ledger.db
+        seen = 0
+        try:
+            with os.scandir(self.config.requests_dir) as entries:
+                chunk: List[str] = []
+                for entry in entries:
+                    if is_record_name(entry.name):
+                        chunk.append(entry.name[:-5])
+                        if len(chunk) >= LOOKUP_CHUNK:
+                            seen += self._index(chunk)
+                            chunk = []
+                seen += self._index(chunk)
+        except FileNotFoundError:
+            pass
+        self.ledger.commit()
+        total = db.execute("SELECT count(*) FROM approvals").fetchone()[0]
+        if total > seen:
+            self._drop_gone(open_only=False)
+        self.dirty = True
+
+    def _index(self, ids: List[str]) -> int:
+        if not ids:
+            return 0
+        assert self.ledger is not None
+        marks = ",".join("?" * len(ids))
+        known = {
+            r[0]
+            for r in self.ledger.db.execute(
+                f"SELECT dispatch_id FROM approvals WHERE dispatch_id IN ({marks})", ids
+            )
+        }
+        for dispatch_id in ids:
+            if dispatch_id not in known:
+                doc = read_json_quiet(os.path.join(self.config.requests_dir, dispatch_id + ".json"))
+                facts = request_facts(doc)
+                if facts is None or facts.dispatch_id != dispatch_id:
+                    continue  # not a request of ours: the reconcile logs it
+                self.ledger.begin()
+                self._put(facts)
+                known.add(dispatch_id)
+        return len(known)
+
+    # ---------------------------------------------------------------- changes
+    def note(self, request: Optional[dict], replace: bool) -> None:
+        """A request of an emitted decision, inside the batch's ledger transaction.
+        `replace` False: the file was already there (adopted), keep what is known."""
+        facts = request_facts(request)
+        if facts is not None and self.ledger is not None:
+            self._put(facts, replace)
+            self.dirty = True
+
+    def _put(self, facts: RequestFacts, replace: bool = False) -> None:
+        assert self.ledger is not None
+        verb = "REPLACE" if replace else "IGNORE"
+        self.ledger.db.execute(
+            f"INSERT OR {verb} INTO approvals (dispatch_id, route, state, issued_at, "
+            "expires_at, supersedes, synthetic) VALUES (?,?,?,?,?,?,?)",
+            (
+                facts.dispatch_id,
+                facts.route,
+                "open" if facts.needs_approval else "not-required",
+                facts.issued_at,
+                facts.expires_at,
+                facts.supersedes,
+                int(facts.synthetic),
+            ),
+        )
+
+    def marker(self, dispatch_id: str) -> str:
+        return os.path.join(self.config.approvals_dir, f"{dispatch_id}.approved.json")
+
+    def _folder_key(self) -> Optional[Tuple[int, int]]:
+        """(inode, mtime_ns) of the approvals folder; None when it cannot be read."""
+        folder = self.config.approvals_dir
+        try:
+            st = os.stat(folder)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "not readable", folder)
+        except OSError as exc:
+            if self.readable is not False:  # once per streak, not on every pass
+                self.log.event(
+                    "approvals-unreadable",
+                    level="WARNING",
+                    file=folder,
+                    reason=f"approvals folder unusable ({exc.strerror or exc}); requests "
+                    "count as awaiting until it can be read",
+                )
+                self.readable = False
+                self.dirty = True
+            return None
+        if self.readable is False:
+            self.log.event("recovered", reason=f"approvals folder {folder} is readable again")
+        if self.readable is not True:
+            self.readable = True
+            self.dirty = True
+        return (st.st_ino, st.st_mtime_ns)
+
+    def tick(self, now: float, force: bool = False) -> None:
+        """Every loop pass: one stat of the approvals folder. Markers of open rows are
+        looked for when it changed (or its last look was within the racy second), at the
+        heartbeat, and when forced; an expiry that passed only needs new counts."""
+        mono = self.monotonic()
+        heartbeat = mono - self.last_check >= self.config.heartbeat_seconds
+        key = self._folder_key()
+        changed = key is not None and key != self.folder_key
+        if force or heartbeat or changed:
+            if key is not None:
+                self._look_for_markers()
+            if heartbeat:
+                self._drop_gone(open_only=True)
+                self.last_check = mono
+            # A marker added within the folder's mtime granularity would not change it:
+            # look again next pass until the mtime is older than a second.
+            racy = key is not None and time.time_ns() - key[1] < 1_000_000_000
+            self.folder_key = None if racy else key
+        if self.next_expiry is not None and now >= self.next_expiry:
+            self.dirty = True
+
+    def _ids(self, open_only: bool = True) -> Iterable[List[str]]:
+        """Dispatch ids of the rows (open ones only by default), LOOKUP_CHUNK at a time."""
+        assert self.ledger is not None
+        if not open_only:
+            after = ""
+            while True:
+                ids = [
+                    r[0]
+                    for r in self.ledger.db.execute(
+                        "SELECT dispatch_id FROM approvals WHERE dispatch_id > ? "
+                        "ORDER BY dispatch_id LIMIT ?",
+                        (after, LOOKUP_CHUNK),
+                    )
+                ]
+                if not ids:
+                    return
+                after = ids[-1]
+                yield ids
+        position = (-1.0, "")
+        while True:
+            rows = self.ledger.db.execute(
+                "SELECT issued_at, dispatch_id FROM approvals INDEXED BY approvals_open "
+                "WHERE state = 'open' AND (issued_at, dispatch_id) > (?, ?) "
+                "ORDER BY issued_at, dispatch_id LIMIT ?",
+                (*position, LOOKUP_CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            position = rows[-1]
+            yield [r[1] for r in rows]
+
+    def _look_for_markers(self) -> None:
+        approved = [i for ids in self._ids() for i in ids if os.path.lexists(self.marker(i))]
+        self._update("UPDATE approvals SET state = 'approved' WHERE dispatch_id = ?", approved)
+
+    def _drop_gone(self, open_only: bool) -> None:
+        """Rows whose request file left the requests folder (the consumer or an operator
+        took it away; validate-handoff removes its own)."""
+        assert self.ledger is not None
+        folder = self.config.requests_dir
+        gone = [
+            i
+            for ids in self._ids(open_only)
+            for i in ids
+            if not os.path.lexists(os.path.join(folder, i + ".json"))
+        ]
+        self._update("DELETE FROM approvals WHERE dispatch_id = ?", gone)
+
+    def _update(self, sql: str, ids: List[str]) -> None:
+        if not ids:
+            return
+        assert self.ledger is not None
+        self.ledger.begin()
+        self.ledger.db.executemany(sql, [(i,) for i in ids])
+        self.ledger.commit()
+        self.dirty = True
+
+    # ---------------------------------------------------------------- counts
+    def refresh(self, now: float) -> bool:
+        """Recompute the counts when something changed; True when it did."""
+        if self.ledger is None:
+            return False
+        if self.readable is None:
+            self.tick(now, force=True)
+        if not self.dirty:
+            return False
+        self.dirty = False
+        db = self.ledger.db
+        counts: Dict[Tuple[str, str], int] = {}
+        for route, state, n in db.execute(
+            "SELECT route, state, count(*) FROM approvals WHERE state != 'open' "
+            "AND synthetic = 0 GROUP BY route, state"
+        ):
+            counts[(route, state)] = n
+        oldest = None
+        for route, state, n, first in db.execute(
+            f"SELECT route, {_OPEN_STATE_SQL} AS st, count(*), min(issued_at) "
+            "FROM approvals a WHERE state = 'open' AND synthetic = 0 GROUP BY route, st",
+            (now,),
+        ):
+            counts[(route, state)] = n
+            if state == "awaiting" and (oldest is None or first < oldest):
+                oldest = first
+        self.counts, self.oldest_awaiting = counts, oldest
+        self.next_expiry = db.execute(
+            "SELECT min(expires_at) FROM approvals WHERE state = 'open' AND synthetic = 0 "
+            "AND expires_at > ?",
+            (now,),
+        ).fetchone()[0]
+        self.open_rows = [
+            {
+                "dispatch_id": dispatch_id,
+                "route": route,
+                "approval": state,
+                "timestamp_utc": iso_ts(issued),
+                "expires_at": None if expires is None else iso_ts(expires),
+            }
+            for dispatch_id, route, state, issued, expires in db.execute(
+                f"SELECT dispatch_id, route, {_OPEN_STATE_SQL}, issued_at, expires_at "
+                "FROM approvals a INDEXED BY approvals_open WHERE state = 'open' "
+                "AND synthetic = 0 ORDER BY issued_at DESC LIMIT ?",
+                (now, OPEN_LISTED),
+            )
+        ]
+        return True
+
+    def by_route(self, state: str, routes: Iterable[str]) -> Tuple[Tuple[str, int], ...]:
+        names = set(routes) | {r for r, s in self.counts if s == state}
+        return tuple((r, self.counts.get((r, state), 0)) for r in sorted(names))
+
+    def state_fields(self) -> dict:
+        """What state.json says about approvals (status adds the ages)."""
+        totals = {s: 0 for s in APPROVAL_STATES}
+        for (_route, state), n in self.counts.items():
+            totals[state] = totals.get(state, 0) + n
+        return {
+            "approvals": totals,
+            "approvals_dir_readable": bool(self.readable),
+            "oldest_awaiting_timestamp_utc": None
+            if self.oldest_awaiting is None
+            else iso_ts(self.oldest_awaiting),
+            "requests_open": self.open_rows,
+        }

@@ -1,0 +1,174 @@
+"""The one write path of requests: stage a batch of requests, make them durable, then
+commit their ledger rows; adopt requests the ledger lacks after a crash.
+
+Invariant: a request file is durable before the ledger says it exists; the requests
+folder is the truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+from .config import Config
+from .decide import Decision
+from .fsio import StagedWrites, open_own_file, read_json_quiet
+from .ids import compact_to_epoch, parse_iso_utc
+from .jsonlog import JsonLog
+from .jsontext import dump_json
+from .ledger import LOOKUP_CHUNK, Ledger
+from .record import is_record_name
+from .states import BATCH_MAX
+from .verdicts import ADOPTED_REASON, IN_THIS_BATCH
+
+
+class Batch:
+    """The one write path for requests, for the daemon's passes and for `replay` alike: a
+    request is staged as a temp file, and the ledger rows of the batch are committed only
+    after every staged file is durable and renamed (requests first, then the ledger). A
+    dispatch id already taken (in the folder or in this batch) is never written again."""
+
+    def __init__(self, config: Config, ledger: Ledger, owner: Optional[Tuple[int, int]]) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.writes = StagedWrites(config.requests_dir, owner)
+        self.failed = False  # a commit failed: requests may be on disk the ledger lacks
+        self.remade = 0  # times the requests folder was re-created
+
+    def target(self, dispatch_id: str) -> str:
+        return os.path.join(self.config.requests_dir, dispatch_id + ".json")
+
+    def existing(self, dispatch_id: str) -> Optional[dict]:
+        """The request at this dispatch id, if any (also one staged in this batch)."""
+        target = self.target(dispatch_id)
+        doc = read_json_quiet(target)
+        if doc is None and target in self.writes.targets:
+            return IN_THIS_BATCH
+        return doc
+
+    def stage(self, decision: Decision) -> None:
+        assert decision.dispatch_id is not None and decision.request is not None
+        target, data = self.target(decision.dispatch_id), dump_json(decision.request)
+        try:
+            self.writes.stage(target, data)
+        except FileNotFoundError:
+            if not self.make_folder():
+                raise
+            self.writes.stage(target, data)
+
+    def make_folder(self) -> bool:
+        """Re-create a requests folder that vanished (0750, ours) when the folder above it
+        is still there; False when it cannot be (then the daemon reports degraded)."""
+        folder = self.config.requests_dir
+        if os.path.isdir(folder) or not os.path.isdir(os.path.dirname(folder)):
+            return False
+        try:
+            os.mkdir(folder, 0o750)
+            os.chmod(folder, 0o750)  # whatever the umask
+            if self.writes.owner is not None:
+                os.chown(folder, *self.writes.owner)
+        except OSError:
+            return os.path.isdir(folder)
+        self.remade += 1  # the daemon logs it
+        return True
+
+    def usable(self) -> Optional[str]:
+        """Why requests cannot be written now (None: they can). One stat and one access
+        check per poll; a vanished folder is re-created."""
+        folder = self.config.requests_dir
+        if not os.path.isdir(folder) and not self.make_folder():
+            return f"requests folder {folder} is missing and cannot be re-created"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"requests folder {folder} is not writable"
+        return None
+
+    @property
+    def full(self) -> bool:
+        return len(self.writes) >= BATCH_MAX
+
+    def finish(self, meta: Dict[str, str]) -> None:
+        """Make the batch durable: requests folder fsync first, then the ledger commit."""
+        if len(self.writes):
+            try:
+                self.writes.commit()
+            except BaseException:
+                # Nothing may claim a request that is not on disk; some may be on disk
+                # that the ledger does not claim: the next start must reconcile.
+                self.failed = True
+                self.writes.abort()
+                self.ledger.rollback()
+                raise
+        if self.ledger.in_tx:
+            for key, value in meta.items():
+                self.ledger.meta_set(key, value)
+            self.ledger.commit()
+
+    def reconcile(self, log: JsonLog, now: float) -> None:
+        """The requests folder is the truth: adopt any request the ledger does not know
+        (written just before a crash, or the ledger was lost). Streamed in chunks: the
+        folder may hold a request per decision of a long history."""
+        adopted = 0
+        try:
+            with os.scandir(self.config.requests_dir) as entries:
+                chunk: List[str] = []
+                for entry in entries:
+                    if is_record_name(entry.name):
+                        chunk.append(entry.name)
+                        if len(chunk) >= LOOKUP_CHUNK:
+                            adopted += self._adopt(chunk, log, now)
+                            chunk = []
+                adopted += self._adopt(chunk, log, now)
+        except FileNotFoundError:
+            return
+        self.ledger.commit()
+        if adopted:
+            log.event(
+                "recovered",
+                level="INFO",
+                reason=f"adopted {adopted} request(s) from the requests folder into the ledger",
+            )
+
+    def _adopt(self, names: List[str], log: JsonLog, now: float) -> int:
+        if not names:
+            return 0
+        known = self.ledger.emitted_among([n[:-5] for n in names])
+        adopted = 0
+        for name in names:
+            if name[:-5] in known:
+                continue
+            path = os.path.join(self.config.requests_dir, name)
+            try:
+                with os.fdopen(open_own_file(path, os.O_RDONLY, owned=False), "rb") as fh:
+                    doc = json.loads(fh.read(4 << 20))
+                decision_id = doc["source_decision_id"]
+                dispatch_id = doc["dispatch_id"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.event(
+                    "error",
+                    level="WARNING",
+                    file=path,
+                    reason=f"unreadable request file ignored in reconcile: {exc}",
+                )
+                continue
+            if not isinstance(decision_id, str) or not isinstance(dispatch_id, str):
+                continue
+            epoch = parse_iso_utc(doc.get("decision_timestamp_utc"))
+            if epoch is None:
+                with contextlib.suppress(ValueError, IndexError):
+                    epoch = compact_to_epoch(dispatch_id.split("-")[1])
+            source = doc.get("source_decision_file")
+            self.ledger.begin()
+            self.ledger.put_decision(
+                decision_id,
+                "emitted",
+                dispatch_id,
+                doc.get("route") or doc.get("decision_type"),
+                epoch,
+                os.path.basename(source) if isinstance(source, str) else None,
+                ADOPTED_REASON,
+                now,
+            )
+            adopted += 1
+        return adopted

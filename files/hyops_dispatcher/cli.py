@@ -1,0 +1,263 @@
+"""The command line: arguments, the config loaded once, dropping root, and dispatch to the
+commands.
+
+Invariant: the only module that parses argv; `main()` wires things up and returns an exit
+code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import stat
+from typing import List, Optional
+
+from .config import Config, ConfigError, load_config
+from .console import err
+from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_replay, cmd_status
+from .daemon import Daemon
+from .handoff import cmd_validate_handoff
+from .host import Locked
+from .jsonlog import open_log
+from .states import DEFAULT_CONFIG_PATH, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err(f"{exc}")
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _use_inotify() -> bool:
+    return os.environ.get("HYOPS_DISPATCHER_NO_INOTIFY", "") not in ("1", "true", "yes")
+
+
+def cmd_run(config: Config, once: bool) -> int:
+    try:
+        log = open_log(config, rotate=not once)  # only the service rotates its log
+    except OSError as exc:
+        err(f"cannot open log {config.log_file}: {exc.strerror or exc}")
+        return EXIT_RUNTIME
+    daemon = Daemon(config, log, use_inotify=_use_inotify() and not once)
+    try:
+        daemon.start()
+    except Locked:
+        err(f"another dispatcher already runs on this root (lock {config.lock_file} is held)")
+        return EXIT_LOCKED
+    except (OSError, sqlite3.Error) as exc:
+        err(f"cannot start: {exc}")
+        log.event("error", level="ERROR", reason=f"cannot start: {exc}")
+        return EXIT_RUNTIME
+    try:
+        if once:
+            daemon.scan(full=True)
+            daemon.prune()
+            daemon.answer_replays()
+            daemon.report.status = "stopped"
+            daemon.write_state(force=True)
+            daemon.stop()
+        else:
+            daemon.run_forever()
+    except (OSError, sqlite3.Error) as exc:
+        # Disk full, folder removed under us...: exit non-zero so systemd restarts us.
+        err(f"runtime failure: {exc}")
+        log.event("error", level="ERROR", reason=f"runtime failure: {exc}")
+        daemon.stop()
+        return EXIT_RUNTIME
+    finally:
+        log.close()
+    return EXIT_OK
+
+
+HELP_EPILOG = """\
+exit codes:
+  0  ok
+  1  runtime failure (cannot start, disk error, 'status' cannot read state.json)
+  2  usage error
+  3  invalid config (systemd does not restart on this one: fix the config first)
+  4  another dispatcher already runs on this root (the lock is held)
+  5  validate-handoff failed
+
+signals (while 'run'): SIGTERM/SIGINT finish the write in hand and exit; SIGHUP reloads
+the config (a bad new config is refused and the old one kept); SIGUSR1 runs a check of the
+records folder now instead of at the next poll.
+Environment: HYOPS_DISPATCHER_NO_INOTIFY=1 turns inotify off (polling only).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dispatcher.py",
+        description=(
+            "hyops decision dispatcher: watches the decision records folder and writes one\n"
+            "dispatch request per decision into <root>/state/requests/. A request waits for\n"
+            "approval when the route or the config asks for it. It never runs anything\n"
+            "itself (record-only). Every record gets an outcome: emitted, coalesced, stale,\n"
+            "skipped, duplicate, unrouted, rejected or pending ('list' shows them)."
+        ),
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="PATH",
+        help=f"config file (default {DEFAULT_CONFIG_PATH}); paths it does not "
+        "name are placed under the folder above config/",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "run",
+        help="run the daemon in the foreground (the default; systemd runs this)",
+        description="Watch the records folder and write requests until stopped.",
+    )
+    sub.add_parser(
+        "once",
+        help="look at the records folder once, write any requests, exit",
+        description="One full pass over the records folder, then exit. Refuses to "
+        "run while the daemon runs (exit 4).",
+    )
+    sub.add_parser(
+        "check-config",
+        help="check the config file and exit (0 ok, 3 invalid)",
+        description="Validate the config; print one line naming the bad key.",
+    )
+    p = sub.add_parser(
+        "status",
+        help="show whether the daemon runs and is healthy",
+        description="Read state.json and the lock: running, healthy, counters, last request.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser(
+        "list",
+        help="list the requests and every record that was not dispatched",
+        description="Requests in the requests folder, then records that were "
+        "rejected, pending, unrouted, stale, skipped, duplicate or "
+        "coalesced, with the reason.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser(
+        "explain",
+        help="show what the dispatcher would do with one record (writes nothing)",
+        description="Which route a record takes, which request it would give, "
+        "and what the ledger says about it. Nothing is written.",
+    )
+    p.add_argument(
+        "record",
+        metavar="RECORD",
+        help="a record file path, a file name in the records folder, or a decision_id",
+    )
+    p = sub.add_parser(
+        "validate-handoff",
+        help="end-to-end check: write a synthetic record, wait for its request, "
+        "check it, remove both",
+        description="Writes a synthetic record into the records folder (needs "
+        "write access there, e.g. root), waits for the running daemon "
+        "to write its request, checks status and target, removes the "
+        "record and the request and prints a JSON verdict. Exit 5 "
+        "when any check fails.",
+    )
+    p.add_argument(
+        "--decision-type",
+        default=None,
+        metavar="T",
+        help="decision type to use (default: cutover if routed, else the first route)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the request (default 30)",
+    )
+    p = sub.add_parser(
+        "replay",
+        help="dispatch a decision that was stale, skipped, unrouted or coalesced",
+        description="Write the request for a decision the rules held back (the "
+        "route must exist). Refuses a decision that already has a "
+        "request.",
+    )
+    p.add_argument("decision_id", metavar="DECISION_ID")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the running daemon's answer (default 30)",
+    )
+    return parser
+
+
+def drop_root(config: Config) -> None:
+    """Run as root, a command drops to the owner of the state folder (the service user)
+    before it opens any file there: it then cannot be made to follow a symlink or fill a
+    file that user planted, and every file it creates is one the service can open. A
+    state folder that others may write to is refused. Raises SystemExit(EXIT_RUNTIME)."""
+    if os.geteuid() != 0:
+        return
+    folder = os.path.dirname(config.state_file)
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return  # nothing of the service's yet (the role creates it owned by the service)
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022:
+        err(
+            f"state folder {folder} is not a folder only its owner may write to "
+            f"(mode {stat.filemode(st.st_mode)}); refusing to run as root there (chmod 0750)"
+        )
+        raise SystemExit(EXIT_RUNTIME)
+    if st.st_uid == 0:
+        return
+    gid, groups = st.st_gid, [st.st_gid]
+    try:
+        import pwd  # only needed here
+
+        entry = pwd.getpwuid(st.st_uid)
+        gid = entry.pw_gid
+        groups = os.getgrouplist(entry.pw_name, gid)
+    except (KeyError, OSError):
+        pass  # a uid without a passwd entry: its folder's group only
+    try:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(st.st_uid)
+    except OSError as exc:
+        err(f"cannot drop root to uid {st.st_uid}, the owner of {folder}: {exc.strerror}")
+        raise SystemExit(EXIT_RUNTIME) from None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        config = _load_or_exit(args.config)  # the one load; every command gets this Config
+        if command not in ("check-config", "validate-handoff"):
+            # validate-handoff writes its synthetic record as root; it only reads state/
+            # (with open_own_file's checks).
+            drop_root(config)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        if command in ("run", "once"):
+            return cmd_run(config, once=command == "once")
+        if command == "check-config":
+            return cmd_check_config(config)
+        if command == "status":
+            return cmd_status(config, args.json)
+        if command == "list":
+            return cmd_list(config, args.json)
+        if command == "explain":
+            return cmd_explain(config, args.record)
+        if command == "validate-handoff":
+            return cmd_validate_handoff(config, args.decision_type, args.timeout)
+        if command == "replay":
+            return cmd_replay(config, args.decision_id, args.timeout)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except (OSError, sqlite3.Error) as exc:
+        err(f"{command}: {exc}")
+        return EXIT_RUNTIME
+    return EXIT_USAGE

@@ -1,0 +1,668 @@
+"""The loop: wires the parts, waits for events, runs passes, owns retry and health.
+
+Invariant: a part's failure is handled here, once (degrade, back off 1, 2, 4 ... 60 s);
+SIGTERM finishes the current write; SIGHUP reloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sqlite3
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from .approvals import ApprovalBook, awaits_approval
+from .batch import Batch
+from .config import Config, ConfigError, load_config
+from .decide import Decision, LastEmit, decide
+from .fsio import UnsafeFile, check_own_path, remove_stale_temps
+from .host import Notifier, acquire_lock, release_free_memory
+from .inbox import ReplayInbox
+from .index import FileIndex
+from .jsonlog import JsonLog
+from .ledger import CLEAN_STOP, LEDGER_BUSY_SECONDS, LEDGER_OPEN_WAIT, Ledger, is_corrupt
+from .metrics import MetricsReport
+from .pipeline import judge_record_file, read_record_bytes
+from .record import RecordRejected, is_handoff, is_record_name, read_valid_record
+from .report import StateReport
+from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
+from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
+from .watcher import Watcher
+
+# Full stat scan of the records folder as a belt-and-braces check for in-place edits of
+# already handled files that no inotify event reported.
+FULL_SCAN_SECONDS = 3600.0
+
+# After a failed write (disk full...) the daemon retries in-process, pausing up to this.
+WRITE_RETRY_MAX = 60.0
+
+
+class Daemon:
+    """The loop that wires the parts: owns the lock, the ledger and the signals; each pass
+    asks the Watcher which names to look at and runs read -> judge -> decide -> apply on
+    each (judge_record_file, then apply()); the Batch makes the results durable, the
+    StateReport tells the world."""
+
+    def __init__(
+        self,
+        config: Config,
+        log: JsonLog,
+        clock: Callable[[], float] = time.time,
+        use_inotify: bool = True,
+        owner: Optional[Tuple[int, int]] = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.clock = clock  # wall time: timestamps, record ages, retention
+        self.mono = monotonic  # intervals: polls, pings, heartbeats, retries
+        self.owner = owner  # (uid, gid) for files created when an operator runs as root
+        self.watcher = Watcher(config, log, use_inotify)
+        self.report = StateReport(log, clock(), monotonic)
+        self.replays = ReplayInbox(config)
+        self.approvals = ApprovalBook(config, log, monotonic)
+        self.metrics = MetricsReport(config, self.report)
+        self.last_pass = 0.0  # wall clock at the end of the last loop pass (metrics)
+        self.notifier = Notifier()
+        self.ledger: Optional[Ledger] = None
+        self.index: Optional[FileIndex] = None
+        self.batch: Optional[Batch] = None
+        self.lock_fd: Optional[int] = None
+        self.last_emit: Dict[str, LastEmit] = {}
+        self.last_poll = 0.0
+        # A failed write (disk full, requests folder unwritable, ledger locked) is tried
+        # again in-process at this monotonic time, the pause doubling up to a minute.
+        self.write_retry_at = 0.0
+        self.write_pause = 0.0
+        self.stop_requested = False
+        self.reload_requested = False
+        self.poll_requested = False
+
+    # ---------------------------------------------------------------- start / stop
+    def start(self, hold_lock: bool = True) -> None:
+        cfg = self.config
+        for folder in (
+            os.path.dirname(cfg.state_file),
+            cfg.requests_dir,
+            os.path.dirname(cfg.ledger_file),
+            self.replays.folder,
+        ):
+            if not os.path.isdir(folder):
+                os.makedirs(folder, mode=0o750, exist_ok=True)
+                if self.owner is not None:  # an operator command run as root
+                    os.chown(folder, *self.owner)
+        if hold_lock:
+            self.lock_fd = acquire_lock(cfg.lock_file)
+        check_own_path(cfg.state_file)
+        for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), self.replays.folder):
+            remove_stale_temps(folder)
+        # SQLite blocks while it waits for a lock: never as long as a watchdog interval.
+        watchdog = self.notifier.watchdog_s
+        busy = LEDGER_BUSY_SECONDS if watchdog is None else min(LEDGER_BUSY_SECONDS, watchdog / 4)
+        self.ledger, rebuilt = Ledger.open_or_recover(
+            cfg.ledger_file, self.log, self.wait, LEDGER_OPEN_WAIT, busy
+        )
+        self.index = FileIndex(self.ledger)
+        self.batch = Batch(cfg, self.ledger, self.owner)
+        self.report.restore(self.ledger, rebuilt)
+        # After a clean stop every request on disk has its ledger row (requests are made
+        # durable before the rows, and stop() commits the last batch): the requests folder
+        # only needs reconciling after a crash or with a new ledger.
+        clean = not rebuilt and self.ledger.meta_get(CLEAN_STOP) == "1"
+        if not clean:
+            self.batch.reconcile(self.log, self.clock())
+        self.ledger.begin()
+        self.ledger.meta_set(CLEAN_STOP, "0")
+        self.ledger.commit()
+        self.index.load()
+        self.last_emit = self.ledger.last_emits()
+        self.approvals.attach(self.ledger, resync=not clean)
+        self.watcher.arm()
+        release_free_memory()  # the compiler's scratch for this file, before the first pass
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, feeding the watchdog (a wait is never longer than WatchdogSec)."""
+        until = self.mono() + seconds
+        while True:
+            self.notifier.ping(self.mono())
+            left = until - self.mono()
+            if left <= 0:
+                return
+            due = self.notifier.ping_due()
+            step = left if due is None else max(0.01, min(left, due - self.mono()))
+            time.sleep(step)
+
+    def stop(self) -> None:
+        if self.ledger is not None:
+            try:
+                self.finish_batch()
+                if self.batch is not None and not self.batch.failed:
+                    self.ledger.begin()
+                    self.ledger.meta_set(CLEAN_STOP, "1")
+                    self.ledger.commit()
+            except (OSError, sqlite3.Error) as exc:
+                # Still failing (disk full): the next start reconciles the requests folder.
+                self.log.event("error", level="ERROR", reason=f"stop: cannot write: {exc}")
+                if self.batch is not None:
+                    self.batch.failed = True
+                    self.batch.writes.abort()
+            self.ledger.close()
+            self.ledger = None
+        self.watcher.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    # ---------------------------------------------------------------- passes
+    def scan(self, full: bool = False, names: Optional[Iterable[str]] = None) -> int:
+        """One pass. `names`: only these (inotify); `full`: stat every file; else the cheap
+        safety net (folder mtime, listing only when it changed, watched files)."""
+        now = self.clock()
+        if names is not None:
+            todo = [n for n in names if is_record_name(n)]
+        else:
+            listed = self._safety_net(full, now)
+            if listed is None:
+                return 0
+            todo = listed
+        handled = 0
+        for name in self._oldest_first(todo):
+            if self.stop_requested:
+                break  # SIGTERM: the write in hand is done; the rest waits for the next start
+            handled += self.consider(name, now)
+            assert self.batch is not None
+            if self.batch.full:
+                self.finish_batch()
+            if handled and handled % 128 == 0:
+                self.notifier.ping(self.mono())
+        self.finish_batch()
+        self._note_remade()
+        return handled
+
+    def _note_remade(self) -> None:
+        assert self.batch is not None
+        if self.batch.remade:
+            self.batch.remade = 0
+            self.report.error(
+                f"requests folder {self.config.requests_dir} was missing; re-created (0750)",
+                level="WARNING",
+            )
+
+    def _safety_net(self, full: bool, now: float) -> Optional[List[str]]:
+        """Names the poll-timer pass looks at: the listing (when the folder changed, or
+        `full`) plus the pending and rejected files. None: the folder is unusable."""
+        assert self.index is not None
+        records_dir = self.config.records_dir
+        try:
+            mtime_ns = self.watcher.folder_mtime_ns()
+        except OSError as exc:
+            self.report.folder_problem(f"records folder unusable: {exc}", records_dir)
+            return None
+        # A folder that failed stays suspect until it can be listed again; a chmod does not
+        # change its mtime, so list it on every pass until then.
+        recovering = not self.report.records_dir_ok
+        if self.watcher.rewatch:
+            self.watcher.rewatch = False
+            self.watcher.arm()
+            full = True
+        todo: List[str] = []
+        if full or recovering or mtime_ns != self.watcher.dir_mtime_ns:
+            try:
+                todo = self.watcher.changed_names(self.index, full or recovering, now)
+            except OSError as exc:
+                self.report.folder_problem(f"cannot list records folder: {exc}", records_dir)
+                return None
+            if recovering:
+                self.report.folder_usable(records_dir)
+                self.watcher.arm()  # the old watch (if any) may belong to a replaced folder
+            self.watcher.listed(mtime_ns, full or recovering, self.mono())
+        todo.extend(self.index.watched)  # duplicates are dropped by _oldest_first
+        return todo
+
+    def _oldest_first(self, names: List[str]) -> List[str]:
+        """Oldest first, so coalescing follows decision order. A first pass over 100 000
+        files must not hold a stat result (or a sort key tuple) per file: one int per
+        name packs (mtime, position)."""
+        if len(names) < 2:
+            return names
+        # In place where it can be: no second list of names, and the packed ints are
+        # replaced one by one by the names they point to.
+        names.sort()
+        kept = 0
+        for name in names:
+            if kept == 0 or name != names[kept - 1]:
+                names[kept] = name
+                kept += 1
+        del names[kept:]
+        packed: List[Any] = []
+        shift = len(names).bit_length()
+        for pos, name in enumerate(names):
+            try:
+                mtime_ns = os.lstat(os.path.join(self.config.records_dir, name)).st_mtime_ns
+            except OSError:
+                mtime_ns = 0  # gone, or consider() stats again and reports why
+            packed.append((max(mtime_ns, 0) << shift) | pos)
+        packed.sort()
+        mask = (1 << shift) - 1
+        for i, p in enumerate(packed):
+            packed[i] = names[p & mask]
+        return packed
+
+    def consider(self, name: str, now: float) -> int:
+        """read -> judge -> decide -> apply for one name. Returns 1 if it was handled."""
+        assert self.index is not None and self.ledger is not None and self.batch is not None
+        path = os.path.join(self.config.records_dir, name)
+        try:
+            sig = FileSig.of(os.lstat(path))
+        except FileNotFoundError:
+            self.index.forget(name, now)
+            return 0
+        except OSError as exc:
+            self.apply(name, NO_SIG, Outcome("rejected", f"cannot stat: {exc.strerror}"), now)
+            return 1
+        known = self.index.lookup(name)
+        try:
+            judged = judge_record_file(
+                self.config,
+                name,
+                sig,
+                known,
+                now,
+                prior_of=self.ledger.prior,
+                existing=self.batch.existing,
+                last_emit=self.last_emit,
+                still_waiting=lambda dispatch_id: awaits_approval(self.config, dispatch_id, now),
+            )
+            if judged is None:
+                return 0
+            self.apply(name, judged.sig, judged.outcome, now, known)
+        except sqlite3.Error:
+            raise  # the ledger is broken: exit non-zero and let systemd restart us
+        except OSError as exc:
+            # Disk full, requests folder unwritable...: not the record's fault. Leave it
+            # unhandled: the daemon is degraded and tries again (the listing is forced).
+            self.watcher.dir_mtime_ns = None
+            self.report.error(f"{name}: {exc}", file=name)
+            self._writes_failing(f"cannot write the request for {name}: {exc}")
+            return 0
+        except Exception as exc:  # a bug must not stop the daemon; it is logged and counted
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.report.counters["errors"] += 1
+            self.report.last_error = f"{name}: {type(exc).__name__}: {exc}"
+            self.apply(name, sig, Outcome("rejected", reason), now, known)
+        return 1
+
+    def apply(
+        self,
+        name: str,
+        sig: FileSig,
+        outcome: Outcome,
+        now: float,
+        known: Optional[KnownFile] = None,
+        event: Optional[str] = None,
+    ) -> None:
+        """Write what was judged: the request (staged, durable at finish_batch), the
+        decision row, the file row, the counters and the log line."""
+        assert self.ledger is not None and self.index is not None and self.batch is not None
+        decision = outcome.decision
+        if outcome.write:
+            assert decision is not None
+            self.batch.stage(decision)  # the request first; the ledger rows only after it
+        self.ledger.begin()
+        if decision is not None:
+            self.ledger.put_decision(
+                decision.decision_id,
+                outcome.outcome,
+                outcome.dispatch_id,
+                decision.route,
+                decision.decision_epoch,
+                name,
+                outcome.reason,
+                now,
+            )
+            if outcome.outcome == "emitted":
+                self._note_emit(decision)
+                self.approvals.note(decision.request, replace=outcome.write)
+        elif outcome.source == "prior" and outcome.log and outcome.outcome in DISPATCHED_OUTCOMES:
+            assert outcome.decision_id is not None
+            # An adopted request counted now, once: later rewrites of the file are not.
+            self.ledger.settle_adopted(outcome.decision_id, COUNTED_REASON)
+        self.index.put(name, sig, outcome, known, now)
+        self.report.outcome(name, outcome, event)
+
+    def _note_emit(self, decision: Decision) -> None:
+        if not is_handoff(decision.decision_id) and decision.route and decision.dispatch_id:
+            last = self.last_emit.get(decision.route)
+            if last is None or decision.decision_epoch >= last.epoch:
+                self.last_emit[decision.route] = LastEmit(
+                    decision.decision_epoch, decision.dispatch_id
+                )
+        self.report.emitted(decision)
+
+    def finish_batch(self) -> None:
+        batch, ledger = self.batch, self.ledger
+        if batch is not None and ledger is not None and (ledger.in_tx or len(batch.writes)):
+            batch.finish(self.report.meta())
+
+    def prune(self) -> None:
+        assert self.ledger is not None
+        self.ledger.begin()
+        removed = self.ledger.prune(self.clock(), self.config.ledger_retention_seconds)
+        self.ledger.commit()
+        if removed:
+            self.log.event("pruned", level="DEBUG", reason=f"pruned {removed} ledger rows")
+
+    # ---------------------------------------------------------------- replay
+    def replay(self, decision_id: str) -> dict:
+        """Dispatch a decision the rules held back (stale, skipped, unrouted, coalesced),
+        through the same checks and write path as every other request. Returns the answer
+        for the operator."""
+        assert self.ledger is not None and self.batch is not None and self.index is not None
+        now = self.clock()
+        prior = self.ledger.prior(decision_id)
+        refusal = judge_replay(decision_id, prior, None, None)
+        if refusal is not None or prior is None:
+            return {"ok": False, "error": refusal}
+        name = prior.file or ""
+        path = os.path.join(self.config.records_dir, name)
+        try:
+            sig = FileSig.of(os.lstat(path))
+            verdict = judge_file(sig, name, self.config, None, now, look_again=True)
+            if verdict.outcome is not None:
+                raise RecordRejected(verdict.outcome.reason)
+            data, sig = read_record_bytes(path, self.config.max_record_bytes)
+            valid = read_valid_record(data)
+        except (RecordRejected, OSError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            return {"ok": False, "error": f"cannot replay {decision_id}: record {path}: {reason}"}
+        decision = decide(
+            valid,
+            record_path=path,
+            mtime=sig.mtime,
+            config=self.config,
+            now=now,
+            last_emit={},
+            force=True,
+        )
+        existing = self.batch.existing(decision.dispatch_id) if decision.dispatch_id else None
+        refusal = judge_replay(decision_id, prior, valid.decision_id, existing)
+        if refusal is None and decision.outcome != "emitted":
+            refusal = f"cannot replay {decision_id}: {decision.reason}"
+        if refusal is not None:
+            return {"ok": False, "error": refusal}
+        outcome = Outcome.of_decision(decision)._replace(
+            reason=f"replayed by operator (was {prior.outcome})"
+        )
+        self.apply(name, sig, outcome, now, self.index.lookup(name), event="replayed")
+        self.finish_batch()
+        request = decision.request or {}
+        return {
+            "ok": True,
+            "dispatch_id": decision.dispatch_id,
+            "request": self.batch.target(decision.dispatch_id or ""),
+            "status": request.get("status"),
+        }
+
+    def answer_replays(self) -> None:
+        for decision_id in self.replays.asks():
+            try:
+                answer = self.replay(decision_id)
+            except (OSError, sqlite3.Error):
+                raise
+            except Exception as exc:  # a bug answers the operator instead of stopping us
+                answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            self.replays.answer(decision_id, answer)
+
+    # ---------------------------------------------------------------- state.json
+    def write_state(self, force: bool = False) -> None:
+        assert self.index is not None
+        now = self.clock()
+        self.last_pass = self.last_pass or now
+        if self.ledger is not None and self.approvals.refresh(now):
+            self.report.extra = self.approvals.state_fields()
+            self.report.dirty = True
+        before = self.report.last_write
+        self.report.write(now, self.config, self.index, self.watcher.mode, force)
+        # The metrics file follows state.json's cadence (a burst rewrites it at most every
+        # STATE_MIN_INTERVAL, not per batch), its own heartbeat and its retries.
+        mono = self.mono()
+        if self.report.last_write == before and mono < self.metrics.due():
+            return
+        snap = self.metrics.snapshot(self.approvals, self.watcher.mode, self.last_pass, now)
+        if self.metrics.write(snap, mono, force):
+            # The metrics file just became unwritable: status says so now, not a pass later.
+            self.report.write(now, self.config, self.index, self.watcher.mode, force=True)
+
+    # ---------------------------------------------------------------- loop
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            self.report.error(f"reload refused: {exc}; keeping the running config")
+            return
+        if new.paths() != self.config.paths():
+            self.report.error(
+                "reload refused: root, records, requests, state, ledger or log path "
+                "changed; restart the service for that; keeping the running config"
+            )
+            return
+        self.config = new
+        self.watcher.config = new
+        self.approvals.config = new
+        self.metrics.config = new
+        if self.batch is not None:
+            self.batch.config = new
+        self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
+        self.report.dirty = True
+        self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
+
+    def run_forever(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+
+        def on_stop(_sig: int, _frm: Any) -> None:
+            self.stop_requested = True
+
+        def on_hup(_sig: int, _frm: Any) -> None:
+            self.reload_requested = True
+
+        def on_usr1(_sig: int, _frm: Any) -> None:
+            self.poll_requested = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGUSR1, on_usr1)
+        try:
+            assert self.index is not None
+            self.log.event(
+                "started",
+                pid=os.getpid(),
+                config=self.config.path,
+                config_digest=self.config.digest,
+                watcher=self.watcher.mode,
+                tracked_files=self.index.tracked,
+                version=VERSION,
+            )
+            # READY only after the first pass: "ready" means every file present at start
+            # has an outcome (or is pending) and state.json is fresh. That pass lists the
+            # folder (new and replaced files); the stat of every file, for files edited in
+            # place while we were stopped, follows right after READY.
+            # A write failure in the first pass (disk full) still ends in READY, reported
+            # degraded: exiting would only run into the unit's start limit.
+            self._guarded(self.scan)
+            self.report.status = "running"
+            self._guarded(lambda: self.write_state(force=True))
+            self.notifier.send(
+                f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
+            )
+            self.notifier.ping(self.mono(), force=True)
+            self._guarded(self._after_ready)
+            release_free_memory()
+            self.last_poll = self.mono()
+            while not self.stop_requested:
+                timeout = self._next_timeout()
+                fd = self.watcher.fd
+                fds = [wake_r] + ([fd] if fd is not None else [])
+                try:
+                    ready, _, _ = select.select(fds, [], [], timeout)
+                except InterruptedError:
+                    ready = []
+                if wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(wake_r, 512):
+                            pass
+                if self.stop_requested:
+                    break
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.notifier.send("RELOADING=1")
+                    self.reload()
+                    self.notifier.send("READY=1")
+                inotify_ready = fd is not None and fd in ready
+                self._guarded(lambda: self._tick(inotify_ready))  # noqa: B023 (called at once)
+                self.notifier.ping(self.mono())
+        finally:
+            self.notifier.send("STOPPING=1")
+            self.report.status = "stopping"
+            self.stop()
+            self.report.status = "stopped"
+            with contextlib.suppress(OSError, AssertionError):
+                self.write_state(force=True)
+            self.log.event("stopped", pid=os.getpid())
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def _after_ready(self) -> None:
+        self.scan(full=True)
+        self.prune()
+        self.answer_replays()
+
+    def _guarded(self, step: Callable[[], Any]) -> None:
+        """Run one step of the loop; a failed write (disk full, requests folder gone or
+        unwritable, ledger locked) keeps the daemon up, degraded, retrying. A corrupt
+        ledger still ends the process (the next start moves it aside)."""
+        try:
+            step()
+        except (OSError, sqlite3.Error) as exc:
+            if is_corrupt(exc) or isinstance(exc, UnsafeFile):
+                raise
+            if self.batch is not None:
+                self.batch.failed = True  # requests may be on disk the ledger lacks
+                self.batch.writes.abort()
+            if self.ledger is not None:
+                self.ledger.rollback()
+            self._writes_failing(f"cannot write: {exc}")
+
+    def _writes_failing(self, reason: str) -> None:
+        """Degraded until a retry succeeds; the pause grows 1, 2, 4 ... 60 s."""
+        self.write_pause = min(max(1.0, self.write_pause * 2), WRITE_RETRY_MAX)
+        self.write_retry_at = self.mono() + self.write_pause
+        self.watcher.dir_mtime_ns = None
+        if reason != self.report.write_problem:
+            self.report.error(f"{reason}; trying again in {self.write_pause:g} s")
+        self.report.write_problem = reason
+        self.report.dirty = True
+        with contextlib.suppress(OSError):
+            self.write_state(force=True)
+
+    def _retry_writes(self) -> None:
+        """The retry after a failed write: requests written before the failure get their
+        ledger rows (reconcile), memory goes back to what the ledger says, and every file
+        is looked at again."""
+        assert self.batch is not None and self.ledger is not None and self.index is not None
+        problem = self.batch.usable()
+        if problem is not None:
+            self._writes_failing(problem)
+            return
+        if self.batch.failed:
+            self.batch.reconcile(self.log, self.clock())
+            self.batch.failed = False
+        self.report.rewind(self.ledger)
+        self.index.load()
+        self.last_emit = self.ledger.last_emits()
+        was = self.report.write_problem
+        self.report.write_problem = ""
+        self.scan(full=True)
+        if self.report.write_problem:
+            return  # failed again in this pass (a request that could not be written)
+        self.write_pause = 0.0
+        self.log.event("recovered", reason=f"writes work again (after: {was})")
+        self.answer_replays()
+
+    def _tick(self, inotify_ready: bool) -> None:
+        assert self.index is not None and self.batch is not None
+        now, mono = self.clock(), self.mono()
+        handled = 0
+        if self.report.write_problem:
+            if inotify_ready and self.watcher.inotify is not None:
+                self.watcher.drain()  # the retry lists the whole folder anyway
+            if self.poll_requested or mono >= self.write_retry_at:
+                self.poll_requested = False
+                self.last_poll = mono
+                self._retry_writes()
+            self.write_state()
+            return
+        if inotify_ready and self.watcher.inotify is not None:
+            names, overflow = self.watcher.drain()
+            if overflow:
+                handled += self.scan(full=True)
+            elif names:
+                handled += self.scan(names=names)
+        retry = self.index.next_retry()
+        # A deadline further away than a settle wait: the wall clock stepped back.
+        pending_due = retry is not None and not 0 < retry - now <= self._settle_horizon()
+        full = False
+        if self.poll_requested or mono - self.last_poll >= self.config.poll_seconds or pending_due:
+            self.poll_requested = False
+            self.last_poll = mono
+            full = mono - self.watcher.last_full_scan >= FULL_SCAN_SECONDS
+            problem = self.batch.usable()
+            self._note_remade()
+            if problem is not None:
+                self._writes_failing(problem)
+                return
+            handled += self.scan(full=full)
+            if full:
+                self.prune()
+                self.approvals.sync()
+            self.answer_replays()
+        if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
+            release_free_memory()
+        self.approvals.tick(self.clock())
+        self.last_pass = self.clock()
+        self.write_state()
+
+    def _settle_horizon(self) -> float:
+        return self.config.settle_seconds + 1.0
+
+    def _next_timeout(self) -> float:
+        assert self.index is not None
+        mono = self.mono()
+        heartbeat = self.config.heartbeat_seconds
+        deadlines = [
+            self.last_poll + self.config.poll_seconds,
+            self.report.next_write(heartbeat),
+            self.metrics.due(),
+            self.approvals.last_check + heartbeat,
+        ]
+        if self.report.write_problem:
+            deadlines.append(self.write_retry_at)
+        if self.approvals.next_expiry is not None:
+            # expires_at is wall time: wake when it passes, at most a heartbeat from now.
+            wait = min(max(0.0, self.approvals.next_expiry - self.clock()), heartbeat)
+            deadlines.append(mono + wait)
+        ping = self.notifier.ping_due()
+        if ping is not None:
+            deadlines.append(ping)
+        retry = self.index.next_retry()
+        if retry is not None:
+            # Pending files wait for their wall-clock settle deadline, at most a settle
+            # wait from now (after a backward step of the wall clock).
+            wait = min(max(0.0, retry - self.clock()), self._settle_horizon())
+            deadlines.append(mono + wait)
+        return max(0.0, min(deadlines) - mono)

@@ -1,0 +1,86 @@
+"""UTC time stamps and identifiers: ISO 8601 parsing, compact stamps, the decision hash and
+the dispatch id derived from a decision (never from "now" or randomness).
+
+Invariant: pure (only `now_iso` reads the clock); the same decision always gives the same
+dispatch id; imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+# sha256 without hashlib: hashlib loads OpenSSL (about 4 MB of resident memory in a
+# daemon that needs one hash); the built-in module is _sha2 from 3.12 on, _sha256 before.
+try:
+    from _sha2 import sha256
+except ImportError:  # Python < 3.12
+    try:
+        from _sha256 import sha256
+    except ImportError:  # a build without it
+        from hashlib import sha256
+
+DISPATCH_ID_RE = re.compile(r"^dispatch-\d{8}T\d{6}Z-[a-z0-9][a-z0-9_-]{0,62}-[0-9a-f]{8}$")
+ID_TS_RE = re.compile(r"^decision-(\d{8}T\d{6}Z)-")
+ISO_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+    r"(Z|z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_iso_utc(text: Any) -> Optional[float]:
+    """Epoch seconds of an ISO 8601 timestamp (naive means UTC); None when unparsable."""
+    if not isinstance(text, str):
+        return None
+    m = ISO_RE.match(text.strip())
+    if not m:
+        return None
+    year, month, day, hour, minute, sec, frac, tz = m.groups()
+    try:
+        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(sec))
+    except ValueError:
+        return None
+    epoch = dt.replace(tzinfo=timezone.utc).timestamp()
+    if frac:
+        epoch += int(frac) / (10 ** len(frac))
+    if tz and tz not in ("Z", "z"):
+        sign = 1 if tz[0] == "+" else -1
+        digits = tz[1:].replace(":", "")
+        epoch -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    if not EPOCH_MIN <= epoch <= EPOCH_MAX:
+        return None  # its offset moved it out of years 1-9999: no id can carry it
+    return epoch
+
+
+# The instants a dispatch id (and datetime) can name: years 1 to 9999, UTC.
+EPOCH_MIN = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+EPOCH_MAX = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+
+
+def compact_ts(epoch: float) -> str:
+    # Not strftime: glibc's %Y does not pad years before 1000 to four digits.
+    t = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
+
+
+def iso_ts(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+
+
+def compact_to_epoch(text: str) -> float:
+    dt = datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def decision_hash(decision_id: str) -> str:
+    return sha256(decision_id.encode("utf-8")).hexdigest()[:8]
+
+
+def make_dispatch_id(epoch: float, decision_type: str, decision_id: str) -> str:
+    return f"dispatch-{compact_ts(epoch)}-{decision_type}-{decision_hash(decision_id)}"
+
+
+def now_iso() -> str:
+    return iso_ts(time.time())

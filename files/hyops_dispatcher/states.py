@@ -1,0 +1,56 @@
+"""The shared words of the daemon: exit codes, outcomes, approval states, execution mode,
+default paths and the few numbers every layer agrees on.
+
+Invariant: imports nothing of the package (and nothing that does I/O); every other module
+may import it. A new outcome or exit code is added here first.
+"""
+
+from __future__ import annotations
+
+# Exit codes (docs/INTERFACES.md). The unit has RestartPreventExitStatus=3.
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_LOCKED = 4
+EXIT_HANDOFF = 5
+DEFAULT_CONFIG_PATH = "/opt/hybridops/decision-dispatcher/config/config.json"
+
+# The decision consumer's approval markers, <dispatch_id>.approved.json (CONTRACT.md 3).
+DEFAULT_APPROVALS_DIR = "/opt/hybridops/decision-consumer/state/approvals"
+EXECUTION_MODE = "record-only"
+SCHEMA_VERSION = 1
+VERSION = "0.1.0"
+OUTCOMES = (
+    "emitted",
+    "coalesced",
+    "stale",
+    "skipped",
+    "duplicate",
+    "unrouted",
+    "rejected",
+    "pending",
+)
+
+# Outcomes whose decision already owns a request: a second file with the same
+# decision_id must never produce another one.
+DISPATCHED_OUTCOMES = ("emitted", "coalesced")
+
+# Files with these outcomes are re-stat'ed on every pass so a change is noticed even
+# without inotify.
+WATCHED_OUTCOMES = ("pending", "rejected")
+EXECUTION_PLANES = (
+    "runner-local",
+    "private-overlay",
+    "bastion-explicit",
+    "gcp-iap",
+    "public-ephemeral",
+    "workstation-direct",
+)
+TARGET_KINDS = ("blueprint", "module")
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+HANDOFF_PREFIX = "handoff-check-"
+
+# Ledger rows are committed at least every this many records during a burst.
+BATCH_MAX = 1024
+APPROVAL_STATES = ("awaiting", "approved", "expired", "superseded", "not-required")

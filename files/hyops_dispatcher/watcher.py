@@ -1,0 +1,175 @@
+"""Which names of the records folder need a look: inotify events, the folder's mtime,
+and the listing when events cannot be trusted.
+
+Invariant: level-triggered: a name that changed is returned by some pass, with or
+without inotify.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import stat
+import time
+from typing import List, Optional, Tuple
+
+from .config import Config
+from .index import FileIndex
+from .inotify import Inotify
+from .jsonlog import JsonLog
+from .ledger import LOOKUP_CHUNK
+from .record import folder_name, is_record_name, ledger_name
+from .states import BATCH_MAX
+
+# inotify: after a wake-up keep collecting events while they keep coming (a burst
+# becomes one batch), for at most this long.
+EVENT_GATHER_GAP = 0.002
+EVENT_GATHER_MAX = 0.1
+
+
+class Watcher:
+    """Which record names need a look. inotify reports names within milliseconds; the
+    safety net (every poll) stats the folder and lists it only when its mtime changed;
+    once an hour every file is stat'ed. A listing is compared with the index chunk by
+    chunk in SQLite: no Python set of every name, no list of 100 000 directory entries."""
+
+    def __init__(self, config: Config, log: JsonLog, use_inotify: bool) -> None:
+        self.config = config
+        self.log = log
+        self.use_inotify = use_inotify
+        self.inotify: Optional[Inotify] = None
+        self.mode = "poll"
+        self.error = ""
+        self.dir_mtime_ns: Optional[int] = None  # the listing is up to date for this mtime
+        self.rewatch = False  # re-add the watch at the next pass (folder replaced)
+        self.last_full_scan = 0.0
+
+    @property
+    def fd(self) -> Optional[int]:
+        return None if self.inotify is None else self.inotify.fd
+
+    def arm(self) -> None:
+        if not self.use_inotify:
+            return
+        self.close()
+        try:
+            self.inotify = Inotify(self.config.records_dir)
+            self.mode = "inotify"
+            self.error = ""
+        except (OSError, AttributeError) as exc:
+            # Missing folder or no inotify (old kernel, exhausted watches): polling only.
+            self.inotify = None
+            if str(exc) == self.error:
+                return  # said once already
+            self.error = str(exc)
+            self.log.event(
+                "error",
+                level="WARNING",
+                file=self.config.records_dir,
+                reason=f"inotify unavailable ({exc}); polling every {self.config.poll_seconds:g} s",
+            )
+
+    def close(self) -> None:
+        if self.inotify is not None:
+            self.inotify.close()
+            self.inotify = None
+        self.mode = "poll"
+
+    def drain(self) -> Tuple[set, bool]:
+        """Names inotify reported, gathered while events keep coming (a burst becomes one
+        batch), and whether the queue overflowed (then: a full scan)."""
+        assert self.inotify is not None
+        names, overflow = self.inotify.read()
+        records = sum(1 for n in names if is_record_name(n))
+        gather_until = time.monotonic() + EVENT_GATHER_MAX
+        while time.monotonic() < gather_until and not overflow and records < BATCH_MAX:
+            more, _, _ = select.select([self.inotify.fd], [], [], EVENT_GATHER_GAP)
+            if not more:
+                break
+            extra, overflow = self.inotify.read()
+            records += sum(1 for n in extra - names if is_record_name(n))
+            names |= extra
+        if self.inotify.lost:
+            self.close()
+            self.dir_mtime_ns = None
+            self.rewatch = True
+        return names, overflow
+
+    def folder_mtime_ns(self) -> int:
+        """Raises OSError when the records folder is missing or not a folder."""
+        dst = os.stat(self.config.records_dir)
+        if not stat.S_ISDIR(dst.st_mode):
+            raise NotADirectoryError(self.config.records_dir)
+        return dst.st_mtime_ns
+
+    def listed(self, mtime_ns: int, full: bool, mono_now: float) -> None:
+        # A folder changed within the last second may change again with the same coarse
+        # timestamp: only trust a listing of an older mtime (racy-git rule).
+        trusted = (time.time_ns() - mtime_ns) > 1_000_000_000
+        self.dir_mtime_ns = mtime_ns if trusted else None
+        if full:
+            self.last_full_scan = mono_now
+
+    def changed_names(self, index: FileIndex, with_stat: bool, now: float) -> List[str]:
+        """Names that need a look: new, replaced (other inode), or (with_stat) changed.
+        Files the index has but the folder no longer holds are marked gone. Raises
+        OSError when the folder cannot be listed."""
+        todo: List[str] = []
+        seen_known = 0
+        chunk: List[os.DirEntry] = []
+        with os.scandir(self.config.records_dir) as entries:
+            for entry in entries:
+                if is_record_name(entry.name):
+                    chunk.append(entry)
+                    if len(chunk) >= LOOKUP_CHUNK:
+                        seen_known += self._compare(chunk, index, with_stat, todo)
+                        chunk = []
+        if chunk:
+            seen_known += self._compare(chunk, index, with_stat, todo)
+        missing = index.ledger.live_count() - seen_known
+        if missing > 0:
+            self._mark_gone(index, missing, now)
+        return todo
+
+    @staticmethod
+    def _compare(
+        chunk: List[os.DirEntry], index: FileIndex, with_stat: bool, todo: List[str]
+    ) -> int:
+        """Adds the entries that need a look to `todo`; returns how many the index knows.
+        Plain tuples, no objects per file: this runs over every name of a long history."""
+        spelled = [ledger_name(e.name) for e in chunk]
+        if not with_stat:
+            inodes = index.ledger.inodes_of(spelled)
+            for entry, name in zip(chunk, spelled):
+                if inodes.get(name) != entry.inode():  # new (None) or replaced
+                    todo.append(entry.name)
+            return len(inodes)
+        sigs = index.ledger.sigs_of(spelled)
+        for entry, name in zip(chunk, spelled):
+            known = sigs.get(name)
+            if known is None:
+                todo.append(entry.name)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                todo.append(entry.name)
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != known:
+                todo.append(entry.name)
+        return len(sigs)
+
+    def _mark_gone(self, index: FileIndex, missing: int, now: float) -> None:
+        """`missing` indexed files are no longer in the folder: find them (rare: the
+        decision service never prunes; inotify usually reported them already)."""
+        after = ""
+        while missing > 0:
+            names = index.ledger.live_names_after(after)
+            if not names:
+                return
+            after = names[-1]
+            for spelled in names:
+                name = folder_name(spelled)
+                if not os.path.lexists(os.path.join(self.config.records_dir, name)):
+                    index.forget(name, now)
+                    missing -= 1
