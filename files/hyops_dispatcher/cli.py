@@ -8,6 +8,7 @@ code.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import stat
@@ -20,6 +21,7 @@ from .daemon import Daemon
 from .handoff import cmd_validate_handoff
 from .host import Locked
 from .jsonlog import open_log
+from .release import running
 from .states import DEFAULT_CONFIG_PATH, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
 
@@ -108,7 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"config file (default {DEFAULT_CONFIG_PATH}); paths it does not "
         "name are placed under the folder above config/",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"hyops-decision-dispatcher {running()['release']}",
+        help="print the version and the digest of this code, and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser(
+        "version",
+        help="print the version and the digest of this code (no config needed)",
+        description="The release this code is: version, digest of its sources, folder.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser(
         "run",
         help="run the daemon in the foreground (the default; systemd runs this)",
@@ -229,9 +243,22 @@ def drop_root(config: Config) -> None:
         raise SystemExit(EXIT_RUNTIME) from None
 
 
+def cmd_version(as_json: bool) -> int:
+    code = running()
+    if as_json:
+        print(json.dumps(code, sort_keys=True))
+    else:
+        print(
+            f"hyops-decision-dispatcher {code['release']} (python {code['python']}, {code['path']})"
+        )
+    return EXIT_OK
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command == "version":
+        return cmd_version(args.json)
     try:
         config = _load_or_exit(args.config)  # the one load; every command gets this Config
         if command not in ("check-config", "validate-handoff"):

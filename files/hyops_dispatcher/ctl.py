@@ -89,6 +89,10 @@ def cmd_status(config: Config, as_json: bool) -> int:
         ):
             if key in doc:
                 print(f"{key + ':':<18}{printable(doc[key])}")
+        code = doc.get("code") or {}
+        if code:
+            release, python = printable(code.get("release")), printable(code.get("python"))
+            print(f"{'code:':<18}{release} (python {python})")
         for key, value in sorted((doc.get("counters") or {}).items()):
             print(f"  {printable(key) + ':':<16}{printable(value)}")
         print_approvals(doc)

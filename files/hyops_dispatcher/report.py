@@ -22,6 +22,7 @@ from .jsonlog import JsonLog
 from .jsontext import dump_json
 from .ledger import Ledger
 from .record import is_handoff
+from .release import running
 from .states import EXECUTION_MODE, OUTCOMES, SCHEMA_VERSION, VERSION
 from .verdicts import Outcome
 
@@ -169,6 +170,7 @@ class StateReport:
             "config_digest": config.digest,
             "watcher": watcher,
             "version": VERSION,
+            "code": {k: v for k, v in running().items() if k != "path"},
             "records_dir_ok": self.records_dir_ok,
             "last_error": self.last_error[:300],
             **self.extra,
