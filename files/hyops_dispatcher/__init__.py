@@ -20,14 +20,15 @@ Pure core (no I/O):
 Shell:
 - jsonlog: the JSON event log (file and stderr)
 - host: instance lock, sd_notify, libc memory release
+- release: the code that runs (version, digest of its sources, release folder)
 - inotify: the records folder's change events
 - ledger: every SQL statement of ledger.db, schema version in user_version
 - index: what is known per record file (in the ledger)
 - watcher: which names need a look in a pass
 - batch: the one write path of requests (durable, then the ledger)
 - approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
-- metrics: the Prometheus textfile (pure render + writer)
 - report: counters, the one health rule, state.json
+- metrics: the Prometheus textfile (pure render + writer)
 - inbox: replays asked of the running daemon
 - pipeline: read -> judge -> decide for one record file
 
@@ -44,14 +45,15 @@ LAYERS = {
     "shell": (
         "jsonlog",
         "host",
+        "release",
         "inotify",
         "ledger",
         "index",
         "watcher",
         "batch",
         "approvals",
-        "metrics",
         "report",
+        "metrics",
         "inbox",
         "pipeline",
     ),

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +203,9 @@ def root(tmp_path: Path) -> Root:
 
 
 def now_iso(offset: float = 0.0) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(time.time() + offset, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(time.time() + offset, tz=UTC).isoformat()
 
 
 def record(decision_id: str, decision_type: str = "cutover", **extra: Any) -> dict[str, Any]:
@@ -282,7 +283,7 @@ class Daemon:
         while True:
             try:
                 data = self.notify.recv(4096)
-            except (TimeoutError, socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 break
             self.messages.extend(data.decode().splitlines())
         return self.messages

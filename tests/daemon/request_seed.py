@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from .conftest import ROUTES, Root
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
 
 
 def request_doc(
@@ -26,7 +26,7 @@ def request_doc(
     ttl: int | None = None,
     requires_approval: bool = True,
 ) -> dict[str, Any]:
-    stamp = datetime.fromtimestamp(issued, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.fromtimestamp(issued, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     digest = hashlib.sha256(decision_id.encode()).hexdigest()[:8]
     target = ROUTES[route]
     doc: dict[str, Any] = {

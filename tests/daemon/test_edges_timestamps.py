@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -34,7 +34,7 @@ def _once(python: str, root: Root) -> dict[str, tuple[str, str]]:
 def test_out_of_range_timestamp_falls_back_and_dispatches(
     root: Root, stamp: str, id_time: bool
 ) -> None:
-    compact = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    compact = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     decision_id = f"decision-{compact}-cutover-odd" if id_time else "odd-ts-1"
     root.drop("odd.json", record(decision_id, timestamp_utc=stamp))
     outcome, reason = _once(PY, root)["odd.json"]
@@ -45,7 +45,7 @@ def test_out_of_range_timestamp_falls_back_and_dispatches(
     if id_time:
         assert stamp_of_id == compact  # the id's own time
     else:
-        made = datetime.strptime(stamp_of_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        made = datetime.strptime(stamp_of_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         assert abs(made.timestamp() - time.time()) < 120  # the file's mtime
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import yaml
@@ -24,7 +24,7 @@ OPTIONS: dict[str, Any] = yaml.safe_load(
     (ROLE / "meta" / "argument_specs.yml").read_text(encoding="utf-8")
 )["argument_specs"]["main"]["options"]
 ROLE_VARS: dict[str, Any] = yaml.safe_load((ROLE / "vars" / "main.yml").read_text("utf-8"))
-Bounds = tuple[Optional[int], Optional[int]]
+Bounds = tuple[int | None, int | None]
 BOUND_PHRASES = (
     (re.compile(r"\bbetween (\d+) and (\d+)", re.I), lambda m: (int(m[1]), int(m[2]))),
     (re.compile(r"\b(\d+) to (\d+)\b"), lambda m: (int(m[1]), int(m[2]))),
@@ -41,7 +41,7 @@ def module_input(variable: str) -> str:
     return variable.removeprefix("decision_")
 
 
-def source_bounds(variable: str) -> Optional[Bounds]:
+def source_bounds(variable: str) -> Bounds | None:
     """What the one source says, or None when nothing bounds the variable."""
     if variable == "decision_dispatcher_watchdog_seconds":  # role-only, no module input
         return (ROLE_VARS["__decision_dispatcher_watchdog_minimum"], None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -110,7 +110,7 @@ def test_missing_parents_of_the_root_are_private_too(tmp_path: Path) -> None:
 
 
 def test_run_id_shape_and_uniqueness() -> None:
-    now = datetime(2026, 3, 20, 10, 15, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 20, 10, 15, 0, tzinfo=UTC)
     ids = {new_run_id("apply", now) for _ in range(200)}
     assert len(ids) == 200
     for rid in ids:

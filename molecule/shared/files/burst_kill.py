@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def main_pid(unit: str) -> int:
@@ -43,7 +43,7 @@ def write_record(records_dir: str, decision_id: str, decision_type: str) -> None
     record = {
         "decision_id": decision_id,
         "decision_type": decision_type,
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(),
+        "timestamp_utc": datetime.now(UTC).isoformat(),
         "status": "emitted",
         "rationale": "molecule burst with SIGKILL",
     }
