@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ class Setup:
             {
                 "decision_id": decision_id,
                 "decision_type": "cutover",
-                "timestamp_utc": datetime.now(timezone.utc).isoformat(),
+                "timestamp_utc": datetime.now(UTC).isoformat(),
                 "status": "emitted",
                 "rationale": "bench",
                 "checks": [{"metric": "edge_up", "value": 0, "ok": False}],
@@ -384,7 +384,7 @@ def main() -> int:
             [args.python, "--version"], capture_output=True, text=True
         ).stdout.strip(),
         "script": str(SCRIPT),
-        "when": datetime.now(timezone.utc).isoformat(),
+        "when": datetime.now(UTC).isoformat(),
         "cpus": os.cpu_count(),
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
     }
@@ -487,7 +487,7 @@ def main() -> int:
         print(f"  {label:<50} {value!s:>18}   goal {goal}")
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = out / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nraw results: {path}")
     return 0
