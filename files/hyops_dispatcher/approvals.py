@@ -95,24 +95,6 @@ def awaits_approval(config: Config, dispatch_id: str, now: float) -> bool:
     return expires is None or now < expires
 
 
-APPROVALS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS approvals (
-    dispatch_id TEXT PRIMARY KEY,
-    route TEXT NOT NULL,
-    state TEXT NOT NULL,
-    issued_at REAL NOT NULL,
-    expires_at REAL,
-    supersedes TEXT,
-    synthetic INTEGER NOT NULL DEFAULT 0
-);
--- Open rows in issue order: new requests append at its end (cheap during a burst), and
--- the markers of open rows are looked for page by page along it.
-CREATE INDEX IF NOT EXISTS approvals_open ON approvals(issued_at, dispatch_id)
-    WHERE state = 'open';
-CREATE INDEX IF NOT EXISTS approvals_supersedes ON approvals(supersedes)
-    WHERE supersedes IS NOT NULL;
-"""
-
 # Ledger meta key: "1" once every request file in the folder has its approvals row.
 APPROVALS_INDEXED = "approvals_indexed"
 
@@ -157,7 +139,6 @@ class ApprovalBook:
         # Request files taken away while stopped are dropped at the first heartbeat, not
         # before READY (a stat per open request).
         self.last_check = self.monotonic()
-        ledger.db.executescript(APPROVALS_SCHEMA)
         if resync or ledger.meta_get(APPROVALS_INDEXED) != "1":
             self.sync()
             ledger.begin()

@@ -24,6 +24,12 @@ from .states import BATCH_MAX
 from .verdicts import ADOPTED_REASON, IN_THIS_BATCH
 
 
+class WriteFailed(OSError):
+    """A request (or its ledger row) could not be written: the host's fault (disk full,
+    folder unwritable), not the record's. The pass stops here; the loop decides what
+    happens next (degraded, one retry 1, 2, 4 ... 60 s later)."""
+
+
 class Batch:
     """The one write path for requests, for the daemon's passes and for `replay` alike: a
     request is staged as a temp file, and the ledger rows of the batch are committed only

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .approvals import ApprovalBook, awaits_approval
-from .batch import Batch
+from .batch import Batch, WriteFailed
 from .config import Config, ConfigError, load_config
 from .decide import Decision, LastEmit, decide
 from .fsio import UnsafeFile, check_own_path, remove_stale_temps
@@ -284,10 +284,7 @@ class Daemon:
         except OSError as exc:
             # Disk full, requests folder unwritable...: not the record's fault. Leave it
             # unhandled: the daemon is degraded and tries again (the listing is forced).
-            self.watcher.dir_mtime_ns = None
-            self.report.error(f"{name}: {exc}", file=name)
-            self._writes_failing(f"cannot write the request for {name}: {exc}")
-            return 0
+            raise WriteFailed(f"cannot write the request for {name}: {exc}") from exc
         except Exception as exc:  # a bug must not stop the daemon; it is logged and counted
             reason = f"internal error: {type(exc).__name__}: {exc}"
             self.report.counters["errors"] += 1
@@ -556,10 +553,12 @@ class Daemon:
                 self.batch.writes.abort()
             if self.ledger is not None:
                 self.ledger.rollback()
-            self._writes_failing(f"cannot write: {exc}")
+            reason = str(exc) if isinstance(exc, WriteFailed) else f"cannot write: {exc}"
+            self._writes_failing(reason)
 
     def _writes_failing(self, reason: str) -> None:
-        """Degraded until a retry succeeds; the pause grows 1, 2, 4 ... 60 s."""
+        """Degraded until a retry succeeds; the pause grows 1, 2, 4 ... 60 s, once per
+        failed pass or retry (the one place that decides it)."""
         self.write_pause = min(max(1.0, self.write_pause * 2), WRITE_RETRY_MAX)
         self.write_retry_at = self.mono() + self.write_pause
         self.watcher.dir_mtime_ns = None

@@ -61,6 +61,31 @@ CREATE INDEX IF NOT EXISTS decisions_emitted ON decisions(route, decision_epoch)
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# The approvals table (approvals.ApprovalBook): one row per request.
+APPROVALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    dispatch_id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    state TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    expires_at REAL,
+    supersedes TEXT,
+    synthetic INTEGER NOT NULL DEFAULT 0
+);
+-- Open rows in issue order: new requests append at its end (cheap during a burst), and
+-- the markers of open rows are looked for page by page along it.
+CREATE INDEX IF NOT EXISTS approvals_open ON approvals(issued_at, dispatch_id)
+    WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS approvals_supersedes ON approvals(supersedes)
+    WHERE supersedes IS NOT NULL;
+"""
+
+# PRAGMA user_version of a ledger this code made or upgraded. 0: a ledger from before the
+# version was kept (same tables; stamped on open). A ledger with a higher version comes
+# from newer code (a rollback after an upgrade that changed the schema): refused, left as
+# it is.
+LEDGER_SCHEMA_VERSION = 1
+
 # SQLite's busy wait for a lock another process holds (a reader, a backup): well under
 # WatchdogSec; a write that still finds it locked fails and is retried (degraded).
 LEDGER_BUSY_SECONDS = 5.0
@@ -133,7 +158,16 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(f"PRAGMA cache_size=-{LEDGER_CACHE_KIB}")
         if not readonly:
-            self.db.executescript(LEDGER_SCHEMA)
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > LEDGER_SCHEMA_VERSION:
+                self.db.close()
+                raise LedgerUnusable(
+                    f"ledger {path} has schema version {version}, newer than this code's "
+                    f"{LEDGER_SCHEMA_VERSION}: run the release that wrote it (or restore a copy)"
+                )
+            self.db.executescript(LEDGER_SCHEMA + APPROVALS_SCHEMA)
+            if version != LEDGER_SCHEMA_VERSION:
+                self.db.execute(f"PRAGMA user_version={LEDGER_SCHEMA_VERSION}")
         self.in_tx = False
 
     @classmethod

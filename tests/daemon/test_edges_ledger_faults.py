@@ -204,3 +204,34 @@ def test_unwritable_requests_folder_is_reported_degraded(spawn) -> None:
         daemon.signal(signal.SIGUSR1)
         wait_for(lambda: len(root.request_docs()) == 1, 10, "the request once writable")
         assert daemon.stop() == 0
+
+
+def test_one_burst_on_a_full_disk_retries_after_one_second(root: Root, spawn) -> None:
+    # The loop owns retry: a pass that fails stops, and the pause is doubled once per
+    # retry (1, 2, 4 ... 60 s), not once per record that could not be written.
+    requests = root.path / "state" / "requests"
+    root.write_config(settle_seconds=0, requests_dir=str(requests))
+    with tmpfs(requests, "64k"):
+        daemon = spawn(PY, root).wait_ready()
+        filler = fill(requests)
+        for i in range(8):
+            root.drop(f"burst-{i}.json", record(f"burst-{i}", rationale="r" * 2000))
+
+        def pauses() -> list[tuple[float, str]]:
+            return [
+                (time.mktime(time.strptime(ln["ts"][:19], "%Y-%m-%dT%H:%M:%S")), ln["reason"])
+                for ln in root.log_lines()
+                if "trying again in" in (ln.get("reason") or "")
+            ]
+
+        wait_for(pauses, 10, "the failed write reported")
+        time.sleep(0.5)
+        first = pauses()
+        said = [reason.rsplit("trying again in ", 1)[1] for _, reason in first]
+        assert said[0] == "1 s", said
+        # Within the first second after the failure no longer pause was scheduled.
+        soon = [s for (t, _), s in zip(first, said, strict=True) if t - first[0][0] < 1]
+        assert set(soon) == {"1 s"}, said
+        filler.unlink()
+        wait_for(lambda: len(list(requests.glob("*.json"))) == 8, 15, "all eight requests")
+        assert daemon.stop() == 0
