@@ -37,11 +37,15 @@ def write_file_durably(
     mode: int = 0o644,
     sync_dir: bool = True,
     owner: Optional[Tuple[int, int]] = None,
+    exact_mode: bool = False,
 ) -> None:
-    """Temp file in the same folder (name not ending in .json), fsync, rename, fsync folder."""
+    """Temp file in the same folder (name not ending in .json), fsync, rename, fsync folder.
+    `exact_mode`: `mode` whatever the umask (a file another user must read)."""
     folder = os.path.dirname(path)
     fd, tmp = write_temp(path, data, mode)
     try:
+        if exact_mode:
+            os.fchmod(fd, mode)
         if owner is not None:
             os.fchown(fd, *owner)
         os.fsync(fd)
@@ -51,7 +55,12 @@ def write_file_durably(
             os.unlink(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if sync_dir:
         fsync_dir(folder)
 

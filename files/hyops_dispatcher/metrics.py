@@ -7,13 +7,11 @@ says.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any, Iterable, List, NamedTuple, Optional, Tuple
 
 from .approvals import ApprovalBook
 from .config import Config
-from .fsio import fsync_dir, write_temp
+from .fsio import write_file_durably
 from .ids import iso_ts
 from .report import StateReport, judge_health
 from .states import EXECUTION_MODE, OUTCOMES, VERSION
@@ -196,7 +194,9 @@ class MetricsReport:
             return False  # retried every poll_seconds, not on every pass
         path = self.config.metrics_textfile
         try:
-            self._replace(path, render_metrics(snap).encode())
+            # 0644 whatever the umask (the unit has UMask=0027): node_exporter runs as
+            # another user and must read it.
+            write_file_durably(path, render_metrics(snap).encode(), 0o644, exact_mode=True)
         except OSError as exc:
             self.retry_at = mono + min(self.config.poll_seconds, self.config.heartbeat_seconds)
             if not self.failing:
@@ -215,25 +215,3 @@ class MetricsReport:
         self.written = snap.timeless()
         self.last_write = mono
         return False
-
-    @staticmethod
-    def _replace(path: str, data: bytes) -> None:
-        fd, tmp = write_temp(path, data, 0o644)
-        try:
-            # 0644 whatever the umask (the unit has UMask=0027): node_exporter runs as
-            # another user and must read it.
-            os.fchmod(fd, 0o644)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(os.path.dirname(path))
