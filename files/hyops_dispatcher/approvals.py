@@ -78,15 +78,19 @@ def approval_state(facts: RequestFacts, approved: bool, superseded: bool, now: f
 
 
 def approval_marker(config: Config, dispatch_id: str) -> str:
-    """The consumer's approval of a request (CONTRACT.md 3): its existence is approval."""
+    """THE marker path: the consumer's approval of a request; its existence is approval."""
     return os.path.join(config.approvals_dir, dispatch_id + ".approved.json")
+
+
+def request_path(config: Config, dispatch_id: str) -> str:
+    return os.path.join(config.requests_dir, dispatch_id + ".json")
 
 
 def awaits_approval(config: Config, dispatch_id: str, now: float) -> bool:
     """A request still waits for its approval: it is in the requests folder as
     `awaiting-approval`, has no approval marker and has not expired (`expires_at`). A
     request the consumer has taken away is no longer waiting."""
-    doc = read_json_quiet(os.path.join(config.requests_dir, dispatch_id + ".json"))
+    doc = read_json_quiet(request_path(config, dispatch_id))
     if doc is None or doc.get("status") != "awaiting-approval":
         return False
     if os.path.lexists(approval_marker(config, dispatch_id)):
@@ -107,38 +111,41 @@ _OPEN_STATE_SQL = (
 
 
 class ApprovalBook:
-    """Which requests wait for a person (issue 10). One row per request in the ledger's
-    `approvals` table (state `open`, `approved` or `not-required`; superseded, expired and
-    awaiting are derived from the open rows at query time); memory holds only the counts.
-    An idle pass costs one stat of the approvals folder. Open rows are re-checked for
-    their marker when that folder's mtime changes and at every heartbeat (which also drops
-    rows whose request file went away); the requests folder is listed only at a start
-    after a crash, with a new ledger, and at the hourly full scan."""
+    """Which requests wait for a person. One row per request in the ledger's `approvals`
+    table (state `open`, `approved` or `not-required`; superseded, expired and awaiting
+    are derived from the open rows at query time by _OPEN_STATE_SQL); memory holds only
+    the counts. An idle pass costs one stat of the approvals folder. Open rows are
+    re-checked for their marker when that folder's mtime changes and at every heartbeat
+    (which also drops rows whose request file went away); the requests folder is listed
+    only at a start after a crash, with a new ledger, and at the hourly full scan.
+
+    Built on an open ledger, complete; a reload builds a new one (the rows stay in the
+    ledger)."""
 
     def __init__(
-        self, config: Config, log: JsonLog, monotonic: Callable[[], float] = time.monotonic
+        self,
+        config: Config,
+        log: JsonLog,
+        ledger: Ledger,
+        resync: bool,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`resync`: list the requests folder, the ledger may lack rows (after a crash, a
+        new ledger, or a ledger from before this table)."""
         self.config = config
         self.log = log
+        self.ledger = ledger
         self.monotonic = monotonic  # the heartbeat interval; expiries are wall time
-        self.ledger: Optional[Ledger] = None
         self.readable: Optional[bool] = None  # None: not checked yet
         self.folder_key: Optional[Tuple[int, int]] = None  # (inode, mtime_ns) last checked
-        self.last_check = 0.0  # monotonic
+        # Request files taken away while stopped are dropped at the first heartbeat, not
+        # before READY (a stat per open request).
+        self.last_check = monotonic()
         self.dirty = True  # the counts below need recomputing
         self.counts: Dict[Tuple[str, str], int] = {}  # (route, state) -> requests
         self.oldest_awaiting: Optional[float] = None  # issued_at of the oldest awaiting
         self.next_expiry: Optional[float] = None
         self.open_rows: List[dict] = []  # the newest open requests, for state.json
-
-    # ---------------------------------------------------------------- start
-    def attach(self, ledger: Ledger, resync: bool) -> None:
-        """Open the table; list the requests folder when the ledger may lack rows (after
-        a crash, a new ledger, or a ledger from before this table)."""
-        self.ledger = ledger
-        # Request files taken away while stopped are dropped at the first heartbeat, not
-        # before READY (a stat per open request).
-        self.last_check = self.monotonic()
         if resync or ledger.meta_get(APPROVALS_INDEXED) != "1":
             self.sync()
             ledger.begin()
@@ -149,8 +156,6 @@ class ApprovalBook:
 
     def sync(self) -> None:
         """Rows for request files the table lacks; rows of files gone are dropped."""
-        assert self.ledger is not None
-        db = self.ledger.db
         seen = 0
         try:
             with os.scandir(self.config.requests_dir) as entries:
@@ -165,26 +170,17 @@ class ApprovalBook:
         except FileNotFoundError:
             pass
         self.ledger.commit()
-        total = db.execute("SELECT count(*) FROM approvals").fetchone()[0]
-        if total > seen:
+        if self.ledger.approvals_count() > seen:
             self._drop_gone(open_only=False)
         self.dirty = True
 
     def _index(self, ids: List[str]) -> int:
         if not ids:
             return 0
-        assert self.ledger is not None
-        marks = ",".join("?" * len(ids))
-        known = {
-            r[0]
-            for r in self.ledger.db.execute(
-                f"SELECT dispatch_id FROM approvals WHERE dispatch_id IN ({marks})", ids
-            )
-        }
+        known = self.ledger.approvals_known(ids)
         for dispatch_id in ids:
             if dispatch_id not in known:
-                doc = read_json_quiet(os.path.join(self.config.requests_dir, dispatch_id + ".json"))
-                facts = request_facts(doc)
+                facts = request_facts(read_json_quiet(request_path(self.config, dispatch_id)))
                 if facts is None or facts.dispatch_id != dispatch_id:
                     continue  # not a request of ours: the reconcile logs it
                 self.ledger.begin()
@@ -197,29 +193,24 @@ class ApprovalBook:
         """A request of an emitted decision, inside the batch's ledger transaction.
         `replace` False: the file was already there (adopted), keep what is known."""
         facts = request_facts(request)
-        if facts is not None and self.ledger is not None:
+        if facts is not None:
             self._put(facts, replace)
             self.dirty = True
 
     def _put(self, facts: RequestFacts, replace: bool = False) -> None:
-        assert self.ledger is not None
-        verb = "REPLACE" if replace else "IGNORE"
-        self.ledger.db.execute(
-            f"INSERT OR {verb} INTO approvals (dispatch_id, route, state, issued_at, "
-            "expires_at, supersedes, synthetic) VALUES (?,?,?,?,?,?,?)",
-            (
-                facts.dispatch_id,
-                facts.route,
-                "open" if facts.needs_approval else "not-required",
-                facts.issued_at,
-                facts.expires_at,
-                facts.supersedes,
-                int(facts.synthetic),
-            ),
+        row = (
+            facts.dispatch_id,
+            facts.route,
+            "open" if facts.needs_approval else "not-required",
+            facts.issued_at,
+            facts.expires_at,
+            facts.supersedes,
+            int(facts.synthetic),
         )
+        self.ledger.approvals_put(row, replace)
 
-    def marker(self, dispatch_id: str) -> str:
-        return os.path.join(self.config.approvals_dir, f"{dispatch_id}.approved.json")
+    def marker_of(self, dispatch_id: str) -> str:
+        return approval_marker(self.config, dispatch_id)
 
     def _folder_key(self) -> Optional[Tuple[int, int]]:
         """(inode, mtime_ns) of the approvals folder; None when it cannot be read."""
@@ -272,93 +263,61 @@ class ApprovalBook:
 
     def _ids(self, open_only: bool = True) -> Iterable[List[str]]:
         """Dispatch ids of the rows (open ones only by default), LOOKUP_CHUNK at a time."""
-        assert self.ledger is not None
         if not open_only:
             after = ""
             while True:
-                ids = [
-                    r[0]
-                    for r in self.ledger.db.execute(
-                        "SELECT dispatch_id FROM approvals WHERE dispatch_id > ? "
-                        "ORDER BY dispatch_id LIMIT ?",
-                        (after, LOOKUP_CHUNK),
-                    )
-                ]
+                ids = self.ledger.approvals_all_ids(after)
                 if not ids:
                     return
                 after = ids[-1]
                 yield ids
         position = (-1.0, "")
         while True:
-            rows = self.ledger.db.execute(
-                "SELECT issued_at, dispatch_id FROM approvals INDEXED BY approvals_open "
-                "WHERE state = 'open' AND (issued_at, dispatch_id) > (?, ?) "
-                "ORDER BY issued_at, dispatch_id LIMIT ?",
-                (*position, LOOKUP_CHUNK),
-            ).fetchall()
+            rows = self.ledger.approvals_open_after(position)
             if not rows:
                 return
             position = rows[-1]
             yield [r[1] for r in rows]
 
     def _look_for_markers(self) -> None:
-        approved = [i for ids in self._ids() for i in ids if os.path.lexists(self.marker(i))]
-        self._update("UPDATE approvals SET state = 'approved' WHERE dispatch_id = ?", approved)
+        approved = [i for ids in self._ids() for i in ids if os.path.lexists(self.marker_of(i))]
+        self._update(self.ledger.approvals_mark_approved, approved)
 
     def _drop_gone(self, open_only: bool) -> None:
         """Rows whose request file left the requests folder (the consumer or an operator
         took it away; validate-handoff removes its own)."""
-        assert self.ledger is not None
-        folder = self.config.requests_dir
         gone = [
             i
             for ids in self._ids(open_only)
             for i in ids
-            if not os.path.lexists(os.path.join(folder, i + ".json"))
+            if not os.path.lexists(request_path(self.config, i))
         ]
-        self._update("DELETE FROM approvals WHERE dispatch_id = ?", gone)
+        self._update(self.ledger.approvals_drop, gone)
 
-    def _update(self, sql: str, ids: List[str]) -> None:
+    def _update(self, change: Callable[[List[str]], None], ids: List[str]) -> None:
         if not ids:
             return
-        assert self.ledger is not None
         self.ledger.begin()
-        self.ledger.db.executemany(sql, [(i,) for i in ids])
+        change(ids)
         self.ledger.commit()
         self.dirty = True
 
     # ---------------------------------------------------------------- counts
     def refresh(self, now: float) -> bool:
         """Recompute the counts when something changed; True when it did."""
-        if self.ledger is None:
-            return False
         if self.readable is None:
             self.tick(now, force=True)
         if not self.dirty:
             return False
         self.dirty = False
-        db = self.ledger.db
         counts: Dict[Tuple[str, str], int] = {}
-        for route, state, n in db.execute(
-            "SELECT route, state, count(*) FROM approvals WHERE state != 'open' "
-            "AND synthetic = 0 GROUP BY route, state"
-        ):
-            counts[(route, state)] = n
         oldest = None
-        for route, state, n, first in db.execute(
-            f"SELECT route, {_OPEN_STATE_SQL} AS st, count(*), min(issued_at) "
-            "FROM approvals a WHERE state = 'open' AND synthetic = 0 GROUP BY route, st",
-            (now,),
-        ):
+        for route, state, n, first in self.ledger.approvals_counts(_OPEN_STATE_SQL, now):
             counts[(route, state)] = n
             if state == "awaiting" and (oldest is None or first < oldest):
                 oldest = first
         self.counts, self.oldest_awaiting = counts, oldest
-        self.next_expiry = db.execute(
-            "SELECT min(expires_at) FROM approvals WHERE state = 'open' AND synthetic = 0 "
-            "AND expires_at > ?",
-            (now,),
-        ).fetchone()[0]
+        self.next_expiry = self.ledger.approvals_next_expiry(now)
         self.open_rows = [
             {
                 "dispatch_id": dispatch_id,
@@ -367,11 +326,8 @@ class ApprovalBook:
                 "timestamp_utc": iso_ts(issued),
                 "expires_at": None if expires is None else iso_ts(expires),
             }
-            for dispatch_id, route, state, issued, expires in db.execute(
-                f"SELECT dispatch_id, route, {_OPEN_STATE_SQL}, issued_at, expires_at "
-                "FROM approvals a INDEXED BY approvals_open WHERE state = 'open' "
-                "AND synthetic = 0 ORDER BY issued_at DESC LIMIT ?",
-                (now, OPEN_LISTED),
+            for dispatch_id, route, state, issued, expires in self.ledger.approvals_newest_open(
+                _OPEN_STATE_SQL, now, OPEN_LISTED
             )
         ]
         return True

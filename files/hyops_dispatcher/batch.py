@@ -12,7 +12,6 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .config import Config
 from .decide import Decision
 from .fsio import StagedWrites, open_own_file, read_json_quiet
 from .ids import compact_to_epoch, parse_iso_utc
@@ -36,15 +35,32 @@ class Batch:
     after every staged file is durable and renamed (requests first, then the ledger). A
     dispatch id already taken (in the folder or in this batch) is never written again."""
 
-    def __init__(self, config: Config, ledger: Ledger, owner: Optional[Tuple[int, int]]) -> None:
-        self.config = config
+    def __init__(self, requests_dir: str, ledger: Ledger, owner: Optional[Tuple[int, int]]) -> None:
+        self.requests_dir = requests_dir  # a path a reload cannot change
         self.ledger = ledger
-        self.writes = StagedWrites(config.requests_dir, owner)
+        self.writes = StagedWrites(requests_dir, owner)
         self.failed = False  # a commit failed: requests may be on disk the ledger lacks
-        self.remade = 0  # times the requests folder was re-created
+        self.remade = 0  # times the requests folder was re-created, not yet reported
+
+    def mark_failed(self) -> None:
+        """A write of this batch failed: drop what is staged; requests may be on disk that
+        the ledger lacks until recover() (or the next start) reconciles them."""
+        self.failed = True
+        self.writes.abort()
+
+    def recover(self, log: JsonLog, now: float) -> None:
+        """After a failure: adopt the requests that reached the disk, then trust again."""
+        if self.failed:
+            self.reconcile(log, now)
+            self.failed = False
+
+    def folder_remade(self) -> int:
+        """Times the requests folder was re-created since the last call (to report)."""
+        remade, self.remade = self.remade, 0
+        return remade
 
     def target(self, dispatch_id: str) -> str:
-        return os.path.join(self.config.requests_dir, dispatch_id + ".json")
+        return os.path.join(self.requests_dir, dispatch_id + ".json")
 
     def existing(self, dispatch_id: str) -> Optional[dict]:
         """The request at this dispatch id, if any (also one staged in this batch)."""
@@ -67,7 +83,7 @@ class Batch:
     def make_folder(self) -> bool:
         """Re-create a requests folder that vanished (0750, ours) when the folder above it
         is still there; False when it cannot be (then the daemon reports degraded)."""
-        folder = self.config.requests_dir
+        folder = self.requests_dir
         if os.path.isdir(folder) or not os.path.isdir(os.path.dirname(folder)):
             return False
         try:
@@ -83,7 +99,7 @@ class Batch:
     def usable(self) -> Optional[str]:
         """Why requests cannot be written now (None: they can). One stat and one access
         check per poll; a vanished folder is re-created."""
-        folder = self.config.requests_dir
+        folder = self.requests_dir
         if not os.path.isdir(folder) and not self.make_folder():
             return f"requests folder {folder} is missing and cannot be re-created"
         if not os.access(folder, os.W_OK | os.X_OK):
@@ -102,8 +118,7 @@ class Batch:
             except BaseException:
                 # Nothing may claim a request that is not on disk; some may be on disk
                 # that the ledger does not claim: the next start must reconcile.
-                self.failed = True
-                self.writes.abort()
+                self.mark_failed()
                 self.ledger.rollback()
                 raise
         if self.ledger.in_tx:
@@ -117,7 +132,7 @@ class Batch:
         folder may hold a request per decision of a long history."""
         adopted = 0
         try:
-            with os.scandir(self.config.requests_dir) as entries:
+            with os.scandir(self.requests_dir) as entries:
                 chunk: List[str] = []
                 for entry in entries:
                     if is_record_name(entry.name):
@@ -144,7 +159,7 @@ class Batch:
         for name in names:
             if name[:-5] in known:
                 continue
-            path = os.path.join(self.config.requests_dir, name)
+            path = os.path.join(self.requests_dir, name)
             try:
                 with os.fdopen(open_own_file(path, os.O_RDONLY, owned=False), "rb") as fh:
                     doc = json.loads(fh.read(4 << 20))

@@ -17,7 +17,7 @@ from typing import List, Optional
 from .config import Config, ConfigError, load_config
 from .console import err
 from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_replay, cmd_status
-from .daemon import Daemon
+from .daemon import start_daemon
 from .handoff import cmd_validate_handoff
 from .host import Locked
 from .jsonlog import open_log
@@ -43,9 +43,8 @@ def cmd_run(config: Config, once: bool) -> int:
     except OSError as exc:
         err(f"cannot open log {config.log_file}: {exc.strerror or exc}")
         return EXIT_RUNTIME
-    daemon = Daemon(config, log, use_inotify=_use_inotify() and not once)
     try:
-        daemon.start()
+        daemon = start_daemon(config, log, use_inotify=_use_inotify() and not once)
     except Locked:
         err(f"another dispatcher already runs on this root (lock {config.lock_file} is held)")
         return EXIT_LOCKED
@@ -58,7 +57,7 @@ def cmd_run(config: Config, once: bool) -> int:
             daemon.scan(full=True)
             daemon.prune()
             daemon.answer_replays()
-            daemon.report.status = "stopped"
+            daemon.report.set_status("stopped")
             daemon.write_state(force=True)
             daemon.stop()
         else:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .approvals import approval_state, awaits_approval, request_facts
 from .config import Config
 from .console import err, printable
-from .daemon import Daemon
+from .daemon import start_daemon
 from .fsio import open_own_file, read_json_quiet
 from .host import Locked, lock_holder_running
 from .ids import parse_iso_utc
@@ -326,13 +326,18 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
             return EXIT_RUNTIME
     else:
         log = open_log(config, to_stderr=False, rotate=False)
-        daemon = Daemon(config, log, use_inotify=False, owner=_owner_of(config.requests_dir))
         try:
-            daemon.start()
-            answer = daemon.replay(decision_id)
+            daemon = start_daemon(
+                config, log, use_inotify=False, owner=_owner_of(config.requests_dir)
+            )
         except Locked:
             log.close()
             return cmd_replay(config, decision_id, timeout)  # it just started: ask it
+        except BaseException:
+            log.close()
+            raise
+        try:
+            answer = daemon.replay(decision_id)
         finally:
             daemon.stop()
             log.close()

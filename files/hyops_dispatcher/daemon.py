@@ -12,7 +12,7 @@ import select
 import signal
 import sqlite3
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .approvals import ApprovalBook, awaits_approval
 from .batch import Batch, WriteFailed
@@ -40,38 +40,133 @@ FULL_SCAN_SECONDS = 3600.0
 WRITE_RETRY_MAX = 60.0
 
 
+class Parts(NamedTuple):
+    """What a started daemon runs on, all of it open and ready."""
+
+    notifier: Notifier
+    lock_fd: Optional[int]
+    ledger: Ledger
+    index: FileIndex
+    batch: Batch
+    report: StateReport
+    approvals: ApprovalBook
+    watcher: Watcher
+    replays: ReplayInbox
+
+
+def feed_and_sleep(notifier: Notifier, mono: Callable[[], float], seconds: float) -> None:
+    """Sleep, feeding the watchdog (a wait is never longer than WatchdogSec)."""
+    until = mono() + seconds
+    while True:
+        notifier.ping(mono())
+        left = until - mono()
+        if left <= 0:
+            return
+        due = notifier.ping_due()
+        step = left if due is None else max(0.01, min(left, due - mono()))
+        time.sleep(step)
+
+
+def start_daemon(
+    config: Config,
+    log: JsonLog,
+    clock: Callable[[], float] = time.time,
+    use_inotify: bool = True,
+    owner: Optional[Tuple[int, int]] = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    hold_lock: bool = True,
+) -> Daemon:
+    """Open everything a pass needs (folders, the instance lock, the ledger, the index, the
+    batch, the approvals, the watch) and return the running Daemon; on a failure nothing
+    stays open. `owner`: (uid, gid) for files created when an operator runs as root."""
+    cfg = config
+    notifier = Notifier()
+    replays = ReplayInbox(cfg)
+    for folder in (
+        os.path.dirname(cfg.state_file),
+        cfg.requests_dir,
+        os.path.dirname(cfg.ledger_file),
+        replays.folder,
+    ):
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o750, exist_ok=True)
+            if owner is not None:  # an operator command run as root
+                os.chown(folder, *owner)
+    lock_fd = acquire_lock(cfg.lock_file) if hold_lock else None
+    ledger: Optional[Ledger] = None
+    try:
+        check_own_path(cfg.state_file)
+        for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), replays.folder):
+            remove_stale_temps(folder)
+        # SQLite blocks while it waits for a lock: never as long as a watchdog interval.
+        watchdog = notifier.watchdog_s
+        busy = LEDGER_BUSY_SECONDS if watchdog is None else min(LEDGER_BUSY_SECONDS, watchdog / 4)
+        ledger, rebuilt = Ledger.open_or_recover(
+            cfg.ledger_file,
+            log,
+            lambda seconds: feed_and_sleep(notifier, monotonic, seconds),
+            LEDGER_OPEN_WAIT,
+            busy,
+        )
+        report = StateReport(log, clock(), monotonic)
+        report.restore(ledger, rebuilt)
+        batch = Batch(cfg.requests_dir, ledger, owner)
+        # After a clean stop every request on disk has its ledger row (requests are made
+        # durable before the rows, and stop() commits the last batch): the requests folder
+        # only needs reconciling after a crash or with a new ledger.
+        clean = not rebuilt and ledger.meta_get(CLEAN_STOP) == "1"
+        if not clean:
+            batch.reconcile(log, clock())
+        ledger.begin()
+        ledger.meta_set(CLEAN_STOP, "0")
+        ledger.commit()
+        index = FileIndex(ledger)
+        index.load()
+        approvals = ApprovalBook(cfg, log, ledger, resync=not clean, monotonic=monotonic)
+        watcher = Watcher(cfg.records_dir, log, use_inotify)
+        watcher.arm()
+    except BaseException:
+        if ledger is not None:
+            ledger.close()
+        if lock_fd is not None:
+            os.close(lock_fd)
+        raise
+    release_free_memory()  # the compiler's scratch, before the first pass
+    parts = Parts(notifier, lock_fd, ledger, index, batch, report, approvals, watcher, replays)
+    return Daemon(config, log, parts, clock, monotonic)
+
+
 class Daemon:
-    """The loop that wires the parts: owns the lock, the ledger and the signals; each pass
-    asks the Watcher which names to look at and runs read -> judge -> decide -> apply on
-    each (judge_record_file, then apply()); the Batch makes the results durable, the
-    StateReport tells the world."""
+    """The loop over running parts (start_daemon builds them): each pass asks the Watcher
+    which names to look at and runs read -> judge -> decide -> apply on each
+    (judge_record_file, then apply()); the Batch makes the results durable, the
+    StateReport tells the world. After stop() it is closed for good."""
 
     def __init__(
         self,
         config: Config,
         log: JsonLog,
+        parts: Parts,
         clock: Callable[[], float] = time.time,
-        use_inotify: bool = True,
-        owner: Optional[Tuple[int, int]] = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.log = log
         self.clock = clock  # wall time: timestamps, record ages, retention
         self.mono = monotonic  # intervals: polls, pings, heartbeats, retries
-        self.owner = owner  # (uid, gid) for files created when an operator runs as root
-        self.watcher = Watcher(config, log, use_inotify)
-        self.report = StateReport(log, clock(), monotonic)
-        self.replays = ReplayInbox(config)
-        self.approvals = ApprovalBook(config, log, monotonic)
+        self.notifier = parts.notifier
+        self.lock_fd = parts.lock_fd
+        self.ledger = parts.ledger
+        self.index = parts.index
+        self.batch = parts.batch
+        self.report = parts.report
+        self.approvals = parts.approvals
+        self.watcher = parts.watcher
+        self.replays = parts.replays
         self.metrics = MetricsReport(config, self.report)
+        self.closed = False
         self.last_pass = 0.0  # wall clock at the end of the last loop pass (metrics)
-        self.notifier = Notifier()
-        self.ledger: Optional[Ledger] = None
-        self.index: Optional[FileIndex] = None
-        self.batch: Optional[Batch] = None
-        self.lock_fd: Optional[int] = None
-        self.last_emit: Dict[str, LastEmit] = {}
+        self.last_emit: Dict[str, LastEmit] = self.ledger.last_emits()
         self.last_poll = 0.0
         # A failed write (disk full, requests folder unwritable, ledger locked) is tried
         # again in-process at this monotonic time, the pause doubling up to a minute.
@@ -81,76 +176,25 @@ class Daemon:
         self.reload_requested = False
         self.poll_requested = False
 
-    # ---------------------------------------------------------------- start / stop
-    def start(self, hold_lock: bool = True) -> None:
-        cfg = self.config
-        for folder in (
-            os.path.dirname(cfg.state_file),
-            cfg.requests_dir,
-            os.path.dirname(cfg.ledger_file),
-            self.replays.folder,
-        ):
-            if not os.path.isdir(folder):
-                os.makedirs(folder, mode=0o750, exist_ok=True)
-                if self.owner is not None:  # an operator command run as root
-                    os.chown(folder, *self.owner)
-        if hold_lock:
-            self.lock_fd = acquire_lock(cfg.lock_file)
-        check_own_path(cfg.state_file)
-        for folder in (cfg.requests_dir, os.path.dirname(cfg.state_file), self.replays.folder):
-            remove_stale_temps(folder)
-        # SQLite blocks while it waits for a lock: never as long as a watchdog interval.
-        watchdog = self.notifier.watchdog_s
-        busy = LEDGER_BUSY_SECONDS if watchdog is None else min(LEDGER_BUSY_SECONDS, watchdog / 4)
-        self.ledger, rebuilt = Ledger.open_or_recover(
-            cfg.ledger_file, self.log, self.wait, LEDGER_OPEN_WAIT, busy
-        )
-        self.index = FileIndex(self.ledger)
-        self.batch = Batch(cfg, self.ledger, self.owner)
-        self.report.restore(self.ledger, rebuilt)
-        # After a clean stop every request on disk has its ledger row (requests are made
-        # durable before the rows, and stop() commits the last batch): the requests folder
-        # only needs reconciling after a crash or with a new ledger.
-        clean = not rebuilt and self.ledger.meta_get(CLEAN_STOP) == "1"
-        if not clean:
-            self.batch.reconcile(self.log, self.clock())
-        self.ledger.begin()
-        self.ledger.meta_set(CLEAN_STOP, "0")
-        self.ledger.commit()
-        self.index.load()
-        self.last_emit = self.ledger.last_emits()
-        self.approvals.attach(self.ledger, resync=not clean)
-        self.watcher.arm()
-        release_free_memory()  # the compiler's scratch for this file, before the first pass
-
     def wait(self, seconds: float) -> None:
-        """Sleep, feeding the watchdog (a wait is never longer than WatchdogSec)."""
-        until = self.mono() + seconds
-        while True:
-            self.notifier.ping(self.mono())
-            left = until - self.mono()
-            if left <= 0:
-                return
-            due = self.notifier.ping_due()
-            step = left if due is None else max(0.01, min(left, due - self.mono()))
-            time.sleep(step)
+        feed_and_sleep(self.notifier, self.mono, seconds)
 
     def stop(self) -> None:
-        if self.ledger is not None:
-            try:
-                self.finish_batch()
-                if self.batch is not None and not self.batch.failed:
-                    self.ledger.begin()
-                    self.ledger.meta_set(CLEAN_STOP, "1")
-                    self.ledger.commit()
-            except (OSError, sqlite3.Error) as exc:
-                # Still failing (disk full): the next start reconciles the requests folder.
-                self.log.event("error", level="ERROR", reason=f"stop: cannot write: {exc}")
-                if self.batch is not None:
-                    self.batch.failed = True
-                    self.batch.writes.abort()
-            self.ledger.close()
-            self.ledger = None
+        """Commit the last batch, mark a clean stop, close everything (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.finish_batch()
+            if not self.batch.failed:
+                self.ledger.begin()
+                self.ledger.meta_set(CLEAN_STOP, "1")
+                self.ledger.commit()
+        except (OSError, sqlite3.Error) as exc:
+            # Still failing (disk full): the next start reconciles the requests folder.
+            self.log.event("error", level="ERROR", reason=f"stop: cannot write: {exc}")
+            self.batch.mark_failed()
+        self.ledger.close()
         self.watcher.close()
         if self.lock_fd is not None:
             os.close(self.lock_fd)
@@ -173,7 +217,6 @@ class Daemon:
             if self.stop_requested:
                 break  # SIGTERM: the write in hand is done; the rest waits for the next start
             handled += self.consider(name, now)
-            assert self.batch is not None
             if self.batch.full:
                 self.finish_batch()
             if handled and handled % 128 == 0:
@@ -183,9 +226,7 @@ class Daemon:
         return handled
 
     def _note_remade(self) -> None:
-        assert self.batch is not None
-        if self.batch.remade:
-            self.batch.remade = 0
+        if self.batch.folder_remade():
             self.report.error(
                 f"requests folder {self.config.requests_dir} was missing; re-created (0750)",
                 level="WARNING",
@@ -194,7 +235,6 @@ class Daemon:
     def _safety_net(self, full: bool, now: float) -> Optional[List[str]]:
         """Names the poll-timer pass looks at: the listing (when the folder changed, or
         `full`) plus the pending and rejected files. None: the folder is unusable."""
-        assert self.index is not None
         records_dir = self.config.records_dir
         try:
             mtime_ns = self.watcher.folder_mtime_ns()
@@ -204,12 +244,10 @@ class Daemon:
         # A folder that failed stays suspect until it can be listed again; a chmod does not
         # change its mtime, so list it on every pass until then.
         recovering = not self.report.records_dir_ok
-        if self.watcher.rewatch:
-            self.watcher.rewatch = False
-            self.watcher.arm()
+        if self.watcher.rearm_if_lost():
             full = True
         todo: List[str] = []
-        if full or recovering or mtime_ns != self.watcher.dir_mtime_ns:
+        if full or recovering or self.watcher.needs_listing(mtime_ns):
             try:
                 todo = self.watcher.changed_names(self.index, full or recovering, now)
             except OSError as exc:
@@ -253,7 +291,6 @@ class Daemon:
 
     def consider(self, name: str, now: float) -> int:
         """read -> judge -> decide -> apply for one name. Returns 1 if it was handled."""
-        assert self.index is not None and self.ledger is not None and self.batch is not None
         path = os.path.join(self.config.records_dir, name)
         try:
             sig = FileSig.of(os.lstat(path))
@@ -287,8 +324,7 @@ class Daemon:
             raise WriteFailed(f"cannot write the request for {name}: {exc}") from exc
         except Exception as exc:  # a bug must not stop the daemon; it is logged and counted
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.report.counters["errors"] += 1
-            self.report.last_error = f"{name}: {type(exc).__name__}: {exc}"
+            self.report.internal_error(f"{name}: {type(exc).__name__}: {exc}")
             self.apply(name, sig, Outcome("rejected", reason), now, known)
         return 1
 
@@ -303,10 +339,8 @@ class Daemon:
     ) -> None:
         """Write what was judged: the request (staged, durable at finish_batch), the
         decision row, the file row, the counters and the log line."""
-        assert self.ledger is not None and self.index is not None and self.batch is not None
         decision = outcome.decision
-        if outcome.write:
-            assert decision is not None
+        if outcome.write and decision is not None:
             self.batch.stage(decision)  # the request first; the ledger rows only after it
         self.ledger.begin()
         if decision is not None:
@@ -323,8 +357,12 @@ class Daemon:
             if outcome.outcome == "emitted":
                 self._note_emit(decision)
                 self.approvals.note(decision.request, replace=outcome.write)
-        elif outcome.source == "prior" and outcome.log and outcome.outcome in DISPATCHED_OUTCOMES:
-            assert outcome.decision_id is not None
+        elif (
+            outcome.source == "prior"
+            and outcome.log
+            and outcome.outcome in DISPATCHED_OUTCOMES
+            and outcome.decision_id is not None
+        ):
             # An adopted request counted now, once: later rewrites of the file are not.
             self.ledger.settle_adopted(outcome.decision_id, COUNTED_REASON)
         self.index.put(name, sig, outcome, known, now)
@@ -340,12 +378,10 @@ class Daemon:
         self.report.emitted(decision)
 
     def finish_batch(self) -> None:
-        batch, ledger = self.batch, self.ledger
-        if batch is not None and ledger is not None and (ledger.in_tx or len(batch.writes)):
-            batch.finish(self.report.meta())
+        if self.ledger.in_tx or len(self.batch.writes):
+            self.batch.finish(self.report.meta())
 
     def prune(self) -> None:
-        assert self.ledger is not None
         self.ledger.begin()
         removed = self.ledger.prune(self.clock(), self.config.ledger_retention_seconds)
         self.ledger.commit()
@@ -357,7 +393,6 @@ class Daemon:
         """Dispatch a decision the rules held back (stale, skipped, unrouted, coalesced),
         through the same checks and write path as every other request. Returns the answer
         for the operator."""
-        assert self.ledger is not None and self.batch is not None and self.index is not None
         now = self.clock()
         prior = self.ledger.prior(decision_id)
         refusal = judge_replay(decision_id, prior, None, None)
@@ -415,12 +450,10 @@ class Daemon:
 
     # ---------------------------------------------------------------- state.json
     def write_state(self, force: bool = False) -> None:
-        assert self.index is not None
         now = self.clock()
         self.last_pass = self.last_pass or now
-        if self.ledger is not None and self.approvals.refresh(now):
-            self.report.extra = self.approvals.state_fields()
-            self.report.dirty = True
+        if not self.closed and self.approvals.refresh(now):
+            self.report.add_fields(self.approvals.state_fields())
         before = self.report.last_write
         self.report.write(now, self.config, self.index, self.watcher.mode, force)
         # The metrics file follows state.json's cadence (a burst rewrites it at most every
@@ -446,14 +479,13 @@ class Daemon:
                 "changed; restart the service for that; keeping the running config"
             )
             return
+        # What depends on the config is built again from it; the folders they write stay
+        # (paths() is unchanged) and their rows stay in the ledger.
         self.config = new
-        self.watcher.config = new
-        self.approvals.config = new
-        self.metrics.config = new
-        if self.batch is not None:
-            self.batch.config = new
+        self.approvals = ApprovalBook(new, self.log, self.ledger, resync=False, monotonic=self.mono)
+        self.metrics = MetricsReport(new, self.report)
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
-        self.report.dirty = True
+        self.report.touch()
         self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
 
     def run_forever(self) -> None:
@@ -474,7 +506,6 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGUSR1, on_usr1)
         try:
-            assert self.index is not None
             self.log.event(
                 "started",
                 pid=os.getpid(),
@@ -491,7 +522,7 @@ class Daemon:
             # A write failure in the first pass (disk full) still ends in READY, reported
             # degraded: exiting would only run into the unit's start limit.
             self._guarded(self.scan)
-            self.report.status = "running"
+            self.report.set_status("running")
             self._guarded(lambda: self.write_state(force=True))
             self.notifier.send(
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
@@ -524,10 +555,10 @@ class Daemon:
                 self.notifier.ping(self.mono())
         finally:
             self.notifier.send("STOPPING=1")
-            self.report.status = "stopping"
+            self.report.set_status("stopping")
             self.stop()
-            self.report.status = "stopped"
-            with contextlib.suppress(OSError, AssertionError):
+            self.report.set_status("stopped")
+            with contextlib.suppress(OSError):
                 self.write_state(force=True)
             self.log.event("stopped", pid=os.getpid())
             signal.set_wakeup_fd(old_wakeup)
@@ -548,11 +579,8 @@ class Daemon:
         except (OSError, sqlite3.Error) as exc:
             if is_corrupt(exc) or isinstance(exc, UnsafeFile):
                 raise
-            if self.batch is not None:
-                self.batch.failed = True  # requests may be on disk the ledger lacks
-                self.batch.writes.abort()
-            if self.ledger is not None:
-                self.ledger.rollback()
+            self.batch.mark_failed()  # requests may be on disk the ledger lacks
+            self.ledger.rollback()
             reason = str(exc) if isinstance(exc, WriteFailed) else f"cannot write: {exc}"
             self._writes_failing(reason)
 
@@ -561,11 +589,8 @@ class Daemon:
         failed pass or retry (the one place that decides it)."""
         self.write_pause = min(max(1.0, self.write_pause * 2), WRITE_RETRY_MAX)
         self.write_retry_at = self.mono() + self.write_pause
-        self.watcher.dir_mtime_ns = None
-        if reason != self.report.write_problem:
-            self.report.error(f"{reason}; trying again in {self.write_pause:g} s")
-        self.report.write_problem = reason
-        self.report.dirty = True
+        self.watcher.distrust_listing()
+        self.report.degraded(reason, f"{reason}; trying again in {self.write_pause:g} s")
         with contextlib.suppress(OSError):
             self.write_state(force=True)
 
@@ -573,19 +598,15 @@ class Daemon:
         """The retry after a failed write: requests written before the failure get their
         ledger rows (reconcile), memory goes back to what the ledger says, and every file
         is looked at again."""
-        assert self.batch is not None and self.ledger is not None and self.index is not None
         problem = self.batch.usable()
         if problem is not None:
             self._writes_failing(problem)
             return
-        if self.batch.failed:
-            self.batch.reconcile(self.log, self.clock())
-            self.batch.failed = False
+        self.batch.recover(self.log, self.clock())
         self.report.rewind(self.ledger)
         self.index.load()
         self.last_emit = self.ledger.last_emits()
-        was = self.report.write_problem
-        self.report.write_problem = ""
+        was = self.report.recovered()
         self.scan(full=True)
         if self.report.write_problem:
             return  # failed again in this pass (a request that could not be written)
@@ -594,7 +615,6 @@ class Daemon:
         self.answer_replays()
 
     def _tick(self, inotify_ready: bool) -> None:
-        assert self.index is not None and self.batch is not None
         now, mono = self.clock(), self.mono()
         handled = 0
         if self.report.write_problem:
@@ -640,7 +660,6 @@ class Daemon:
         return self.config.settle_seconds + 1.0
 
     def _next_timeout(self) -> float:
-        assert self.index is not None
         mono = self.mono()
         heartbeat = self.config.heartbeat_seconds
         deadlines = [

@@ -459,3 +459,88 @@ class Ledger:
             (cutoff,),
         )
         return removed + cur.rowcount
+
+    # --- the approvals table (approvals.ApprovalBook)
+    def approvals_known(self, dispatch_ids: List[str]) -> set:
+        """Which of up to LOOKUP_CHUNK dispatch ids have an approvals row."""
+        marks = ",".join("?" * len(dispatch_ids))
+        rows = self.db.execute(
+            f"SELECT dispatch_id FROM approvals WHERE dispatch_id IN ({marks})", dispatch_ids
+        )
+        return {r[0] for r in rows}
+
+    def approvals_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM approvals").fetchone()[0]
+
+    def approvals_put(self, row: Tuple, replace: bool) -> None:
+        """(dispatch_id, route, state, issued_at, expires_at, supersedes, synthetic);
+        `replace` False keeps a row already there. Inside begin()/commit()."""
+        verb = "REPLACE" if replace else "IGNORE"
+        self.db.execute(
+            f"INSERT OR {verb} INTO approvals (dispatch_id, route, state, issued_at, "
+            "expires_at, supersedes, synthetic) VALUES (?,?,?,?,?,?,?)",
+            row,
+        )
+
+    def approvals_all_ids(self, after: str, limit: int = LOOKUP_CHUNK) -> List[str]:
+        rows = self.db.execute(
+            "SELECT dispatch_id FROM approvals WHERE dispatch_id > ? ORDER BY dispatch_id LIMIT ?",
+            (after, limit),
+        )
+        return [r[0] for r in rows]
+
+    def approvals_open_after(
+        self, position: Tuple[float, str], limit: int = LOOKUP_CHUNK
+    ) -> List[Tuple[float, str]]:
+        """(issued_at, dispatch_id) of open rows after `position`, in issue order."""
+        return self.db.execute(
+            "SELECT issued_at, dispatch_id FROM approvals INDEXED BY approvals_open "
+            "WHERE state = 'open' AND (issued_at, dispatch_id) > (?, ?) "
+            "ORDER BY issued_at, dispatch_id LIMIT ?",
+            (*position, limit),
+        ).fetchall()
+
+    def approvals_mark_approved(self, dispatch_ids: List[str]) -> None:
+        self.db.executemany(
+            "UPDATE approvals SET state = 'approved' WHERE dispatch_id = ?",
+            [(i,) for i in dispatch_ids],
+        )
+
+    def approvals_drop(self, dispatch_ids: List[str]) -> None:
+        self.db.executemany(
+            "DELETE FROM approvals WHERE dispatch_id = ?", [(i,) for i in dispatch_ids]
+        )
+
+    def approvals_counts(
+        self, open_state_sql: str, now: float
+    ) -> List[Tuple[str, str, int, float]]:
+        """(route, state, requests, oldest issued_at) of the counted (not synthetic) rows;
+        an open row's state comes from `open_state_sql` (approvals' twin of its rule)."""
+        closed = self.db.execute(
+            "SELECT route, state, count(*), min(issued_at) FROM approvals "
+            "WHERE state != 'open' AND synthetic = 0 GROUP BY route, state"
+        ).fetchall()
+        opened = self.db.execute(
+            f"SELECT route, {open_state_sql} AS st, count(*), min(issued_at) "
+            "FROM approvals a WHERE state = 'open' AND synthetic = 0 GROUP BY route, st",
+            (now,),
+        ).fetchall()
+        return closed + opened
+
+    def approvals_next_expiry(self, now: float) -> Optional[float]:
+        return self.db.execute(
+            "SELECT min(expires_at) FROM approvals WHERE state = 'open' AND synthetic = 0 "
+            "AND expires_at > ?",
+            (now,),
+        ).fetchone()[0]
+
+    def approvals_newest_open(
+        self, open_state_sql: str, now: float, limit: int
+    ) -> List[Tuple[str, str, str, float, Optional[float]]]:
+        """(dispatch_id, route, state, issued_at, expires_at) of the newest open rows."""
+        return self.db.execute(
+            f"SELECT dispatch_id, route, {open_state_sql}, issued_at, expires_at "
+            "FROM approvals a INDEXED BY approvals_open WHERE state = 'open' "
+            "AND synthetic = 0 ORDER BY issued_at DESC LIMIT ?",
+            (now, limit),
+        ).fetchall()

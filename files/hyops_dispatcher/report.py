@@ -140,6 +140,41 @@ class StateReport:
         self.dirty = True
         self.log.event("error", level=level, reason=reason, **fields)
 
+    def internal_error(self, what: str) -> None:
+        """A bug met while handling something (counted, shown in status; not logged here:
+        the outcome's line says it)."""
+        self.counters["errors"] += 1
+        self.last_error = what
+        self.dirty = True
+
+    def degraded(self, problem: str, detail: str) -> None:
+        """Requests or the ledger cannot be written: `problem` says why (logged once per
+        problem, with `detail`), until recovered()."""
+        if problem != self.write_problem:
+            self.error(detail)
+        self.write_problem = problem
+        self.dirty = True
+
+    def recovered(self) -> str:
+        """Writes work again: the problem is over. Returns what it was."""
+        was, self.write_problem = self.write_problem, ""
+        self.dirty = True
+        return was
+
+    def set_status(self, status: str) -> None:
+        """starting, running, stopping, stopped (degraded is derived when written)."""
+        self.status = status
+        self.dirty = True
+
+    def add_fields(self, fields: Dict[str, Any]) -> None:
+        """Fields another part adds to state.json (ApprovalBook.state_fields)."""
+        self.extra = fields
+        self.dirty = True
+
+    def touch(self) -> None:
+        """Something state.json shows changed (a reload): write it at the next chance."""
+        self.dirty = True
+
     def folder_problem(self, reason: str, folder: str) -> None:
         if self.records_dir_ok:  # said once, not on every pass while it lasts
             self.records_dir_ok = False

@@ -13,7 +13,6 @@ import stat
 import time
 from typing import List, Optional, Tuple
 
-from .config import Config
 from .index import FileIndex
 from .inotify import Inotify
 from .jsonlog import JsonLog
@@ -33,8 +32,8 @@ class Watcher:
     once an hour every file is stat'ed. A listing is compared with the index chunk by
     chunk in SQLite: no Python set of every name, no list of 100 000 directory entries."""
 
-    def __init__(self, config: Config, log: JsonLog, use_inotify: bool) -> None:
-        self.config = config
+    def __init__(self, records_dir: str, log: JsonLog, use_inotify: bool) -> None:
+        self.records_dir = records_dir  # a path a reload cannot change
         self.log = log
         self.use_inotify = use_inotify
         self.inotify: Optional[Inotify] = None
@@ -53,7 +52,7 @@ class Watcher:
             return
         self.close()
         try:
-            self.inotify = Inotify(self.config.records_dir)
+            self.inotify = Inotify(self.records_dir)
             self.mode = "inotify"
             self.error = ""
         except (OSError, AttributeError) as exc:
@@ -65,8 +64,8 @@ class Watcher:
             self.log.event(
                 "error",
                 level="WARNING",
-                file=self.config.records_dir,
-                reason=f"inotify unavailable ({exc}); polling every {self.config.poll_seconds:g} s",
+                file=self.records_dir,
+                reason=f"inotify unavailable ({exc}); falling back to polling (poll_seconds)",
             )
 
     def close(self) -> None:
@@ -78,7 +77,8 @@ class Watcher:
     def drain(self) -> Tuple[set, bool]:
         """Names inotify reported, gathered while events keep coming (a burst becomes one
         batch), and whether the queue overflowed (then: a full scan)."""
-        assert self.inotify is not None
+        if self.inotify is None:
+            return set(), False
         names, overflow = self.inotify.read()
         records = sum(1 for n in names if is_record_name(n))
         gather_until = time.monotonic() + EVENT_GATHER_MAX
@@ -95,11 +95,27 @@ class Watcher:
             self.rewatch = True
         return names, overflow
 
+    def distrust_listing(self) -> None:
+        """The next pass lists the folder whatever its mtime (after a failed write)."""
+        self.dir_mtime_ns = None
+
+    def needs_listing(self, mtime_ns: int) -> bool:
+        return mtime_ns != self.dir_mtime_ns
+
+    def rearm_if_lost(self) -> bool:
+        """The watch was lost (folder replaced): add it again. True: the pass must list and
+        stat everything (events may have been missed)."""
+        if not self.rewatch:
+            return False
+        self.rewatch = False
+        self.arm()
+        return True
+
     def folder_mtime_ns(self) -> int:
         """Raises OSError when the records folder is missing or not a folder."""
-        dst = os.stat(self.config.records_dir)
+        dst = os.stat(self.records_dir)
         if not stat.S_ISDIR(dst.st_mode):
-            raise NotADirectoryError(self.config.records_dir)
+            raise NotADirectoryError(self.records_dir)
         return dst.st_mtime_ns
 
     def listed(self, mtime_ns: int, full: bool, mono_now: float) -> None:
@@ -117,7 +133,7 @@ class Watcher:
         todo: List[str] = []
         seen_known = 0
         chunk: List[os.DirEntry] = []
-        with os.scandir(self.config.records_dir) as entries:
+        with os.scandir(self.records_dir) as entries:
             for entry in entries:
                 if is_record_name(entry.name):
                     chunk.append(entry)
@@ -170,6 +186,6 @@ class Watcher:
             after = names[-1]
             for spelled in names:
                 name = folder_name(spelled)
-                if not os.path.lexists(os.path.join(self.config.records_dir, name)):
+                if not os.path.lexists(os.path.join(self.records_dir, name)):
                     index.forget(name, now)
                     missing -= 1

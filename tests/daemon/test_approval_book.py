@@ -36,8 +36,7 @@ def open_book(root: Root, approvals: Path, mono: Clock) -> tuple[Any, Any]:
     os.makedirs(os.path.dirname(cfg.ledger_file), exist_ok=True)
     log = JsonLog(None, "INFO", 1 << 20, 1, to_stderr=False)
     ledger = Ledger(cfg.ledger_file)
-    book = ApprovalBook(cfg, log, mono)
-    book.attach(ledger, resync=True)
+    book = ApprovalBook(cfg, log, ledger, resync=True, monotonic=mono)
     return book, ledger
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from hyops_dispatcher.config import parse_config
-from hyops_dispatcher.daemon import Daemon as Loop
+from hyops_dispatcher.daemon import start_daemon
 from hyops_dispatcher.jsonlog import JsonLog
 from hyops_dispatcher.ledger import Ledger
 from hyops_dispatcher.states import OUTCOMES
@@ -80,9 +80,8 @@ def make_config(base: Path, records_dir: Path) -> Any:
 def run_pass(cfg: Any) -> None:
     os.makedirs(os.path.dirname(cfg.log_file), exist_ok=True)
     log = JsonLog(cfg.log_file, "DEBUG", cfg.log_max_bytes, 2, to_stderr=False)
-    daemon = Loop(cfg, log, use_inotify=False)
+    daemon = start_daemon(cfg, log, use_inotify=False)
     try:
-        daemon.start()
         daemon.scan(full=True)
         daemon.write_state(force=True)
     finally:

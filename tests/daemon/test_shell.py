@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hyops_dispatcher.approvals import awaits_approval
 from hyops_dispatcher.config import parse_config
-from hyops_dispatcher.daemon import Daemon
+from hyops_dispatcher.daemon import start_daemon
 from hyops_dispatcher.ids import iso_ts
 from hyops_dispatcher.jsonlog import JsonLog
 from hyops_dispatcher.ledger import Ledger
@@ -67,8 +67,7 @@ def make(tmp_path: Path, clock: Clock, **over: Any) -> tuple[Any, Path]:
     doc.update(over)
     cfg = parse_config(json.dumps(doc).encode(), str(base / "config" / "config.json"))
     log = JsonLog(cfg.log_file, "INFO", cfg.log_max_bytes, 2, to_stderr=False)
-    daemon = Daemon(cfg, log, clock=clock, use_inotify=False)
-    daemon.start()
+    daemon = start_daemon(cfg, log, clock=clock, use_inotify=False)
     return daemon, records
 
 
