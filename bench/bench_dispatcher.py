@@ -22,7 +22,6 @@ bench/results/<timestamp>.json. Goals are printed next to each number.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import select
@@ -57,16 +56,13 @@ ROUTES = {
 }
 
 
-def load_dispatcher() -> Any:
-    spec = importlib.util.spec_from_file_location("dispatcher", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dispatcher"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-D = load_dispatcher()
+# This checkout's package, for the in-process timings and the bench's own helpers.
+sys.path.insert(0, str(REPO / "files"))
+from hyops_dispatcher.config import load_config  # noqa: E402
+from hyops_dispatcher.daemon import start_daemon  # noqa: E402
+from hyops_dispatcher.ids import decision_hash  # noqa: E402
+from hyops_dispatcher.inotify import Inotify  # noqa: E402
+from hyops_dispatcher.jsonlog import JsonLog  # noqa: E402
 
 
 class Setup:
@@ -172,11 +168,11 @@ def bench_latency(python: str, top: Path, samples: int) -> dict[str, Any]:
     setup = Setup(top / "latency")
     proc = Proc(python, setup)
     proc.wait_ready()
-    watcher = D.Inotify(str(setup.requests))
+    watcher = Inotify(str(setup.requests))
     latencies = []
     for i in range(samples):
         name = f"lat-{i:04d}"
-        want = f"-{D.decision_hash(name)}.json"
+        want = f"-{decision_hash(name)}.json"
         t0 = time.perf_counter()
         setup.drop(name)
         seen = False
@@ -325,11 +321,10 @@ def idle_processes(python: str, setups: dict[int, Setup], passes: int) -> dict[i
 
 def idle_inprocess(setup: Setup, count: int, passes: int) -> dict[str, Any]:
     """The same pass in-process, timed precisely (no signal delivery, no select)."""
-    cfg = D.load_config(str(setup.config))
-    log = D.JsonLog(None, "INFO", cfg.log_max_bytes, 1, to_stderr=False)
-    daemon = D.Daemon(cfg, log, use_inotify=False)
+    cfg = load_config(str(setup.config))
+    log = JsonLog(None, "INFO", cfg.log_max_bytes, 1, to_stderr=False)
     t0 = time.perf_counter()
-    daemon.start()
+    daemon = start_daemon(cfg, log, use_inotify=False)
     start_s = time.perf_counter() - t0
     daemon.scan(full=True)
     time.sleep(1.2)
@@ -348,7 +343,7 @@ def idle_inprocess(setup: Setup, count: int, passes: int) -> dict[str, Any]:
     listing = []
     for _ in range(5):
         w0 = time.perf_counter()
-        daemon.watcher.dir_mtime_ns = None
+        daemon.watcher.distrust_listing()
         daemon.scan()
         listing.append((time.perf_counter() - w0) * 1e3)
     daemon.stop()
