@@ -1,141 +1,134 @@
-"""The daemon's Prometheus textfile (issue 10): written by the running process, clean for
-promtool and node_exporter, in step with `status --json`, quiet while idle, and never a
-reason to stop dispatching. Names and meanings: docs/INTERFACES.md "Metrics"."""
+"""The pure parts behind the metrics file and the approval views (issue 10): the approval
+rule as a table, `render_metrics` against promtool and the reference file, and the
+MetricsReport rule that time alone never rewrites the file between heartbeats."""
 
 from __future__ import annotations
 
-import json
-import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hyops_dispatcher.states import OUTCOMES, VERSION
-from promtool_helpers import Metrics, check_metrics, parse_metrics
+from hyops_dispatcher.approvals import RequestFacts, approval_state, request_facts
+from hyops_dispatcher.jsonlog import JsonLog
+from hyops_dispatcher.metrics import METRIC_PREFIX, MetricsReport, MetricsSnapshot, render_metrics
+from hyops_dispatcher.report import StateReport
+from hyops_dispatcher.states import OUTCOMES
+from promtool_helpers import check_metrics, parse_metrics
 
-from .conftest import ROUTES, Root, cli, record, wait_for
-from .request_seed import approve, request_doc, seed_request
-
-pytestmark = pytest.mark.slow
-
-P = "hyops_decision_dispatcher_"
-
-
-def metrics_file(root: Root) -> Path:
-    return root.path / "state" / "metrics.prom"
+REFERENCE = Path(__file__).resolve().parents[1] / "prometheus" / "fixtures"
+NOW = 1_790_000_000.0
+ID = "dispatch-20260921T141000Z-cutover-0c1d2e3f"
 
 
-def read_metrics(path: Path) -> Metrics:
-    assert path.exists(), f"no metrics file at {path}"
-    text = path.read_text()
+def facts(**over: Any) -> Any:
+    base = dict(
+        dispatch_id=ID,
+        route="cutover",
+        needs_approval=True,
+        issued_at=NOW - 600,
+        expires_at=None,
+        supersedes=None,
+        synthetic=False,
+    )
+    base.update(over)
+    return RequestFacts(**base)
+
+
+# (id, facts, approved, superseded, expected): first match wins
+STATES = [
+    ("queued-never-waits", facts(needs_approval=False), True, True, "not-required"),
+    ("marker-beats-everything-else", facts(expires_at=NOW - 1), True, True, "approved"),
+    ("superseded-beats-expired", facts(expires_at=NOW - 1), False, True, "superseded"),
+    ("expired-when-expires-at-passed", facts(expires_at=NOW), False, False, "expired"),
+    ("awaiting-before-expiry", facts(expires_at=NOW + 1), False, False, "awaiting"),
+    ("awaiting-without-ttl", facts(), False, False, "awaiting"),
+]
+
+
+@pytest.mark.parametrize(
+    ("row", "approved", "superseded", "expected"),
+    [s[1:] for s in STATES],
+    ids=[s[0] for s in STATES],
+)
+def test_approval_state(row: Any, approved: bool, superseded: bool, expected: str) -> None:
+    assert approval_state(row, approved, superseded, NOW) == expected
+
+
+def test_request_facts_reads_what_the_rule_needs() -> None:
+    doc = {
+        "dispatch_id": ID,
+        "timestamp_utc": "2026-09-21T14:10:05+00:00",
+        "status": "awaiting-approval",
+        "route": "cutover",
+        "expires_at": "2026-09-21T15:10:05+00:00",
+        "supersedes": "dispatch-20260921T140000Z-failback-00000000",
+        "source_decision_id": "handoff-check-20260921T141000Z-0a0b0c0d",
+    }
+    got = request_facts(doc)
+    assert got.expires_at - got.issued_at == 3600 and got.needs_approval
+    assert got.supersedes == doc["supersedes"] and got.synthetic is True
+    assert request_facts({**doc, "status": "queued"}).needs_approval is False
+    assert request_facts({**doc, "dispatch_id": "../x"}) is None
+    assert request_facts([doc]) is None
+
+
+def snapshot(**over: Any) -> Any:
+    base = dict(
+        version='0.1.0"\\\n',  # every character the text format escapes
+        watcher="inotify",
+        healthy=True,
+        heartbeat_seconds=60,
+        records_total=tuple((o, 0) for o in sorted(OUTCOMES)),
+        requests_total=(("cutover", 2), ("failback", 0)),
+        awaiting=(("cutover", 1), ("failback", 0)),
+        expired=(("cutover", 0), ("failback", 0)),
+        approvals_dir_readable=False,
+        last_pass=NOW + 0.25,
+        oldest_awaiting_s=754.2,
+    )
+    base.update(over)
+    return MetricsSnapshot(**base)
+
+
+def test_rendered_file_is_clean_and_has_the_reference_families() -> None:
+    text = render_metrics(snapshot())
     assert check_metrics(text) == []
-    return parse_metrics(text)
-
-
-def value_is(path: Path, name: str, expected: float, **labels: str):
-    def check() -> bool:
-        try:
-            return read_metrics(path).value(name, **labels) == expected
-        except (AssertionError, KeyError, ValueError):
-            return False
-
-    return check
-
-
-def test_metrics_file_is_clean_and_agrees_with_status(
-    python: str, root: Root, spawn, tmp_path: Path
-) -> None:
-    approvals = tmp_path / "approvals"
-    approvals.mkdir()
-    root.write_config(approvals_dir=str(approvals))
-    # Left over from before this start: a cutover request that expired unapproved.
-    seed_request(root, request_doc("dec-old", "cutover", time.time() - 7200, ttl=3600))
-    daemon = spawn(python, root).wait_ready()
-    path = metrics_file(root)
-    m = read_metrics(path)  # written by the first pass, before READY
-    assert m.series(P + "info") == {
+    got = parse_metrics(text)
+    want = parse_metrics((REFERENCE / "decision-dispatcher.prom").read_text())
+    assert got.types == want.types and got.helps == want.helps
+    assert {k for k, _ in got.samples} == {k for k, _ in want.samples}
+    assert dict(got.series(METRIC_PREFIX + "info")) == {
         frozenset(
-            {("version", VERSION), ("execution_mode", "record-only"), ("watcher", "inotify")}
+            {("version", '0.1.0"\\\n'), ("execution_mode", "record-only"), ("watcher", "inotify")}
         ): 1
     }
-    assert m.value(P + "heartbeat_seconds") == 60
-    assert abs(m.value(P + "last_pass_timestamp_seconds") - time.time()) < 30
-    assert m.value(P + "requests_expired", route="cutover") == 1
-    assert m.value(P + "approvals_dir_readable") == 1
-    for route in ROUTES:
-        assert m.value(P + "requests_total", route=route) == 0
-
-    root.drop("c1.json", record("dec-c1", "cutover"))
-    root.drop("f1.json", record("dec-f1", "failback"))  # requires_approval false: queued
-    root.drop("bad.json", b"{not json")  # rejected once it has settled (1 s)
-    wait_for(value_is(path, P + "records_total", 1, outcome="rejected"), 15, "rejected=1")
-    m = read_metrics(path)
-    assert m.value(P + "requests_total", route="cutover") == 1
-    assert m.value(P + "requests_total", route="failback") == 1
-    assert m.value(P + "requests_awaiting_approval", route="cutover") == 1
-    assert m.value(P + "requests_awaiting_approval", route="failback") == 0
-    assert 0 < m.value(P + "oldest_awaiting_approval_seconds") < 60
-    status = json.loads(cli(python, root, "status", "--json").stdout)
-    assert m.value(P + "healthy") == (1 if status["healthy"] else 0) == 1
-    for outcome in OUTCOMES:
-        assert m.value(P + "records_total", outcome=outcome) == status["counters"][outcome]
-
-    # Approving it downstream takes it out of "awaiting" at the next pass.
-    request = next(r for r in root.request_docs() if r["source_decision_id"] == "dec-c1")
-    approve(approvals, request["dispatch_id"])
-    daemon.signal(signal.SIGUSR1)
-    wait_for(value_is(path, P + "requests_awaiting_approval", 0, route="cutover"), 10, "approved")
-    assert read_metrics(path).value(P + "oldest_awaiting_approval_seconds") == 0
-    assert daemon.stop() == 0
-    assert read_metrics(path).value(P + "healthy") == 0
+    assert got.value(METRIC_PREFIX + "approvals_dir_readable") == 0
+    assert got.value(METRIC_PREFIX + "oldest_awaiting_approval_seconds") == 754.2
 
 
-def test_idle_daemon_does_not_rewrite_metrics_between_heartbeats(
-    python: str, root: Root, spawn
-) -> None:
-    daemon = spawn(python, root).wait_ready()
-    path = metrics_file(root)
-    before = path.stat()
-    for _ in range(3):  # three safety-net passes with nothing new
-        daemon.signal(signal.SIGUSR1)
-        time.sleep(0.3)
-    after = path.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+class _Config:
+    def __init__(self, path: Path) -> None:
+        self.metrics_textfile = str(path)
+        self.heartbeat_seconds = 60
+        self.poll_seconds = 5
 
 
-def test_unwritable_metrics_path_is_reported_once_and_retried(
-    python: str, root: Root, spawn, tmp_path: Path
-) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where the metrics folder should be\n")
-    target = blocker / "dispatcher.prom"
-    root.write_config(metrics_textfile=str(target))
-    spawn(python, root).wait_ready()
-    root.drop("c1.json", record("dec-c1", "cutover"))
-    root.drop("c2.json", record("dec-c2", "failback"))
-    wait_for(lambda: len(root.request_docs()) == 2, 10, "dispatching goes on")
-    errors = [e for e in root.log_lines() if str(target) in json.dumps(e)]
-    assert len(errors) == 1, errors
-    status = json.loads(cli(python, root, "status", "--json").stdout)
-    assert "metrics" in status["last_error"]
-    blocker.unlink()
-    blocker.mkdir()
-    root.drop("c3.json", record("dec-c3", "cutover"))
-    wait_for(lambda: target.exists(), 10, "metrics written once the folder exists")
-    assert check_metrics(target.read_text()) == []
-
-
-def test_missing_approvals_folder_is_reported_not_fatal(
-    python: str, root: Root, spawn, tmp_path: Path
-) -> None:
-    approvals = tmp_path / "approvals"
-    root.write_config(approvals_dir=str(approvals))
-    daemon = spawn(python, root).wait_ready()
-    path = metrics_file(root)
-    assert read_metrics(path).value(P + "approvals_dir_readable") == 0
-    root.drop("c1.json", record("dec-c1", "cutover"))
-    wait_for(lambda: len(root.request_docs()) == 1, 10, "dispatching goes on")
-    assert [e for e in root.log_lines() if str(approvals) in json.dumps(e)], "not logged"
-    approvals.mkdir()
-    daemon.signal(signal.SIGUSR1)
-    wait_for(value_is(path, P + "approvals_dir_readable", 1), 10, "approvals readable again")
+def test_time_alone_rewrites_only_at_the_heartbeat(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    log = JsonLog(None, "INFO", 1 << 20, 1, to_stderr=False)
+    metrics = MetricsReport(_Config(path), StateReport(log, time.time()))
+    metrics.write(snapshot(), NOW)
+    first = path.stat()
+    assert oct(first.st_mode & 0o777) == "0o644"
+    later = snapshot(last_pass=NOW + 30, oldest_awaiting_s=784.2)
+    metrics.write(later, NOW + 30)
+    assert path.stat().st_ino == first.st_ino  # not rewritten: only time moved
+    approved = later._replace(awaiting=(("cutover", 0), ("failback", 0)))
+    metrics.write(approved, NOW + 31)
+    assert path.stat().st_ino != first.st_ino  # a value changed: rewritten at once
+    second = path.stat()
+    metrics.write(approved._replace(last_pass=NOW + 90), NOW + 90)
+    assert path.stat().st_ino == second.st_ino
+    metrics.write(approved._replace(last_pass=NOW + 91), NOW + 91)
+    assert path.stat().st_ino != second.st_ino  # the heartbeat rewrites it

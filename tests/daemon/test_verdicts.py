@@ -1,6 +1,6 @@
 """Table tests of the file verdicts in the pure core: judge_file, judge_unreadable,
 judge_prior, judge_collision, judge_replay and the one health rule. No I/O: a FileSig is
-built by hand, the clock is a number. decide() has its own table in test_core.py."""
+built by hand, the clock is a number. decide() has its own table in test_decide.py."""
 
 from __future__ import annotations
 
