@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .redact import is_secret_name
+from .redact import is_secret_name, is_secret_value
 from .sshopts import Jump, host_key_options, proxy_command
 
 LOCAL_ADDRESSES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -57,7 +57,12 @@ def check_data(where: str, value: Any, option_like: bool = False) -> None:
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return
     text = str(value)
-    shown = "a value" if is_secret_name(where.rsplit(".", 1)[-1]) else repr(text)
+    if is_secret_value(text):
+        shown = "a value holding key material (hidden)"
+    elif is_secret_name(where.rsplit(".", 1)[-1]):
+        shown = "a value"
+    else:
+        shown = repr(text)
     if TEMPLATE_RE.search(text):
         raise ValueError(f"{where}: {shown} holds '{{{{', '{{%' or '{{#' (inputs are data)")
     if "\n" in text or "\r" in text or "\0" in text:
