@@ -7,6 +7,8 @@ finding of issue 15 ("Runner"); each failed on the runner before its fix.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,51 @@ def test_key_material_refused_by_the_inventory_is_not_printed(fixture_env: Fixtu
         assert run.returncode == 1 and "inputs.target_user: " in run.stderr, run.stderr
         assert_no_key(run)
     assert not fixture_env.state_file.exists()
+
+
+ESCAPED = [
+    # a Python string literal, as the INI inventory reader decodes it
+    r"""'\x7b\x7b lookup("ansible.builtin.pipe", "touch MARKER") \x7d\x7d'""",
+    r'''"\u007b\u007b lookup('ansible.builtin.pipe', 'touch MARKER') \u007d\u007d"''',
+    r"""'\173\173 lookup("ansible.builtin.pipe", "touch MARKER") \175\175'""",
+    # the bare escapes
+    r"""\x7b\x7b lookup('ansible.builtin.pipe', 'touch MARKER') \x7d\x7d""",
+]
+
+
+ESCAPE_CASES = [
+    *(("target_user", value) for value in ESCAPED),
+    ("host ansible_user", ESCAPED[0]),
+    ("host ansible_user", ESCAPED[1]),
+    ("host note", ESCAPED[0]),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), ESCAPE_CASES)
+def test_escaped_braces_in_inventory_values_are_never_templated(
+    fixture_env: FixtureEnv, field: str, value: str
+) -> None:
+    marker = fixture_env.marker_dir / "pwned"
+    value = value.replace("MARKER", str(marker))
+    host: dict[str, Any] = {"name": "ctl", "host": "localhost", "ansible_connection": "local"}
+    extra: dict[str, Any] = {}
+    if field == "target_user":
+        extra["target_user"] = value
+    else:
+        host[field.split()[1]] = value
+    fixture_env.write_inputs(inventory_groups={"edge_control": [host]}, **extra)
+    run = fixture_env.run("apply")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not marker.exists()
+    # Ansible reads back exactly the text that was written: not decoded, not templated.
+    inventory = json.loads((Path(fixture_env.state()["evidence_dir"]) / "meta.json").read_text())[
+        "inventory"
+    ]
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", inventory, "--list"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]["ctl"]
+    got = hostvars["ansible_user" if field != "host note" else "note"]
+    assert got == {"__ansible_unsafe": value}  # ansible-inventory's mark of a !unsafe value
+    assert not marker.exists()
