@@ -44,7 +44,7 @@ def run_validate(req: Request) -> list[preflight.Check]:
     if tool is None:
         return [*checks, preflight.Check("tool ansible-playbook", "fail", "not found")]
     with tempfile.TemporaryDirectory(prefix="hyops-validate-") as tmp:
-        inv = Path(tmp) / "inventory.ini"
+        inv = Path(tmp) / "inventory.yml"
         inv.write_text(prep.inventory_text, encoding="utf-8")
         for command in ("apply", "destroy"):
             path = prep.spec.playbook(command)

@@ -18,6 +18,7 @@ from .checks import run_preflight, run_validate
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HyopsError
 from .fsutil import dump_json
 from .lifecycle import Request, run_lifecycle
+from .redact import scrub
 from .runtime import Layout, check_instance_name, resolve_root
 
 DESCRIPTION = """\
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except HyopsError as exc:
-        print(str(exc), file=sys.stderr)
+        print(scrub(str(exc)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("hyops: interrupted", file=sys.stderr)
@@ -168,18 +169,11 @@ def _print_checks(
 ) -> int:
     failed = any(c.status == "fail" for c in checks)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": not failed,
-                    "checks": [c.as_dict() for c in checks],
-                    "input_problems": problems,
-                },
-                indent=2,
-            )
-        )
+        checks_doc = [c.as_dict() for c in checks]
+        doc = {"ok": not failed, "checks": checks_doc, "input_problems": problems}
+        print(scrub(json.dumps(doc, indent=2)))
     else:
-        print(preflight.table(checks))
+        print(scrub(preflight.table(checks)))
         for line in problems:
             print(
                 f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .redact import scrub
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -24,8 +26,9 @@ class InputError(HyopsError):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"hyops: invalid inputs ({source}): {p}" for p in problems))
+        # The last guard: whoever wrote a problem line, key material never leaves in it.
+        self.problems = [scrub(p) for p in problems]
+        super().__init__("\n".join(f"hyops: invalid inputs ({source}): {p}" for p in self.problems))
 
 
 class LockBusy(HyopsError):

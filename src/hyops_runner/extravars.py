@@ -1,4 +1,4 @@
-"""Write the playbook's extra-vars file (``hyops.inputs.yml``).
+"""Write the playbook's extra-vars file (``hyops.inputs.yml``); inventory.py uses its dumper.
 
 Every string value is tagged ``!unsafe`` so Ansible treats inputs as data: a route
 target or a host name containing ``{{`` is passed through, never templated.

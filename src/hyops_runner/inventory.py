@@ -1,14 +1,17 @@
-"""Render ``inventory.ini`` from ``inventory_groups`` the way HybridOps does.
+"""Render ``inventory.yml`` from ``inventory_groups``, with HybridOps' groups and variables.
 
-``[<group>]`` with ``<name> ansible_host=<host>`` lines (``ansible_connection=local`` for
-localhost addresses), then ``[targets:children]`` and ``[targets:vars]`` with
-``ansible_become`` always and ``ansible_become_user`` only when it is not root. Extra
-keys of a host entry that are valid Ansible variable names become host variables, which
-is how a test host is reached with ``ansible_connection: containers.podman.podman``.
+Each group's hosts with ``ansible_host`` (``ansible_connection: local`` for localhost
+addresses), all under the group ``targets``, whose variables are those HybridOps writes
+under ``[targets:vars]``: ``ansible_become`` always, ``ansible_become_user`` only when
+it is not root. Extra keys of a host entry that are valid Ansible variable names become
+host variables, which is how a test host is reached with
+``ansible_connection: containers.podman.podman``.
 
-Every value is data: Ansible templates inventory variables when it reads them, so a
-value holding ``{{``, ``{%`` or ``{#`` is refused, and a user or host starting with
-``-`` (which ssh would read as an option) too. SSH options (host keys, jump host) go in
+Every value is data: the file is YAML with every string tagged ``!unsafe``, so Ansible
+never decodes nor templates a value (HybridOps' INI form evaluated Python literals, so
+an escaped ``\\x7b\\x7b`` became ``{{``). A value holding ``{{``, ``{%`` or ``{#``, a
+line break or NUL is refused all the same, and a user or host starting with ``-``
+(which ssh would read as an option) too. SSH options (host keys, jump host) go in
 ``ansible_ssh_common_args``; see sshopts.py.
 """
 
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .redact import is_secret_name
+from . import extravars
+from .redact import is_secret_name, is_secret_value
 from .sshopts import Jump, host_key_options, proxy_command
 
 LOCAL_ADDRESSES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -57,7 +61,12 @@ def check_data(where: str, value: Any, option_like: bool = False) -> None:
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return
     text = str(value)
-    shown = "a value" if is_secret_name(where.rsplit(".", 1)[-1]) else repr(text)
+    if is_secret_value(text):
+        shown = "a value holding key material (hidden)"
+    elif is_secret_name(where.rsplit(".", 1)[-1]):
+        shown = "a value"
+    else:
+        shown = repr(text)
     if TEMPLATE_RE.search(text):
         raise ValueError(f"{where}: {shown} holds '{{{{', '{{%' or '{{#' (inputs are data)")
     if "\n" in text or "\r" in text or "\0" in text:
@@ -89,19 +98,6 @@ def hosts(inputs: dict[str, Any]) -> list[Host]:
     return out
 
 
-def _ini_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    # INI inventory splits host lines with shlex; quote anything it would split or eat.
-    return shlex.quote(text) if re.search(r"[\s#;'\"\\=]", text) or not text else text
-
-
-def _vars_value(text: str) -> str:
-    """A ``[group:vars]`` value: Ansible reads it as a Python literal when it parses."""
-    return repr(text)
-
-
 def ssh_common_args(inputs: dict[str, Any], known_hosts: Path | None, jump: Jump | None) -> str:
     keys = host_key_options(known_hosts, write=True) if known_hosts is not None else []
     args = list(keys)
@@ -111,44 +107,48 @@ def ssh_common_args(inputs: dict[str, Any], known_hosts: Path | None, jump: Jump
     return " ".join(a if a.startswith("ProxyCommand=") else shlex.quote(a) for a in args)
 
 
-def render(
+def document(
     inputs: dict[str, Any], known_hosts: Path | None = None, jump: Jump | None = None
-) -> str:
+) -> dict[str, Any]:
+    """The inventory as data: ``all.children.targets`` holds each group's hosts and the
+    connection variables HybridOps writes under ``[targets:vars]``."""
     for key in ("target_user", "become_user", "ssh_private_key_file"):
         check_data(f"inputs.{key}", inputs.get(key, ""), option_like=True)
     if jump is not None:
         check_data("inputs.ssh_proxy_jump_host", jump.host, option_like=True)
         check_data("inputs.ssh_proxy_jump_user", jump.user, option_like=True)
-    groups: dict[str, list[Host]] = {}
+    groups: dict[str, dict[str, Any]] = {}
     for host in hosts(inputs):
-        groups.setdefault(host.group, []).append(host)
-    lines: list[str] = []
-    for group, members in groups.items():
-        if not GROUP_RE.match(group):
-            raise ValueError(f"inputs.inventory_groups.{group}: not a valid group name")
-        lines.append(f"[{group}]")
-        for host in members:
-            fields = [host.name, f"ansible_host={_ini_value(host.address)}"]
-            if host.address in LOCAL_ADDRESSES and "ansible_connection" not in host.hostvars:
-                fields.append("ansible_connection=local")
-            fields += [f"{k}={_ini_value(v)}" for k, v in sorted(host.hostvars.items())]
-            lines.append(" ".join(fields))
-        lines.append("")
-    lines.append("[targets:children]")
-    lines.extend(groups)
-    lines.append("")
-    lines.append("[targets:vars]")
-    lines.append(f"ansible_user={_ini_value(inputs['target_user'])}")
-    lines.append(f"ansible_port={int(inputs['target_port'])}")
-    lines.append("ansible_python_interpreter=/usr/bin/python3")
+        if not GROUP_RE.match(host.group):
+            raise ValueError(f"inputs.inventory_groups.{host.group}: not a valid group name")
+        hostvars: dict[str, Any] = {"ansible_host": host.address}
+        if host.address in LOCAL_ADDRESSES and "ansible_connection" not in host.hostvars:
+            hostvars["ansible_connection"] = "local"
+        hostvars.update(host.hostvars)
+        groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = hostvars
+    targets: dict[str, Any] = {
+        "ansible_user": str(inputs["target_user"]),
+        "ansible_port": int(inputs["target_port"]),
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }
     if inputs.get("ssh_private_key_file"):
-        lines.append(f"ansible_ssh_private_key_file={_ini_value(inputs['ssh_private_key_file'])}")
+        targets["ansible_ssh_private_key_file"] = str(inputs["ssh_private_key_file"])
     common = ssh_common_args(inputs, known_hosts, jump)
     if common:
-        lines.append(f"ansible_ssh_common_args={_vars_value(common)}")
-    lines.append(f"ansible_become={_ini_value(bool(inputs.get('become', True)))}")
+        targets["ansible_ssh_common_args"] = common
+    targets["ansible_become"] = bool(inputs.get("become", True))
     become_user = str(inputs.get("become_user") or "root")
     if become_user != "root":
         # Forcing root here would override a role's own become_user (HybridOps does not).
-        lines.append(f"ansible_become_user={_ini_value(become_user)}")
-    return "\n".join(lines) + "\n"
+        targets["ansible_become_user"] = become_user
+    return {"all": {"children": {"targets": {"children": groups, "vars": targets}}}}
+
+
+def render(
+    inputs: dict[str, Any], known_hosts: Path | None = None, jump: Jump | None = None
+) -> str:
+    """``inventory.yml``: every string tagged ``!unsafe``, so Ansible neither decodes
+    (the INI reader evaluates Python literals: ``'\\x7b\\x7b'`` became ``{{``) nor
+    templates a value."""
+    header = "# Inventory for ansible-playbook, written by hyops; strings are !unsafe (data).\n"
+    return header + extravars.dumps(document(inputs, known_hosts, jump))

@@ -66,7 +66,7 @@ class _Run:
 
     def start(self) -> tuple[Path, Path, Path]:
         values, spec = self.prep.inputs.values, self.prep.spec
-        inventory_file = self.work / "inventory.ini"
+        inventory_file = self.work / "inventory.yml"
         outputs_file = self.work / "hyops.outputs.json"
         extravars_file = self.work / "hyops.inputs.yml"
         stack = _stack_dir(spec)

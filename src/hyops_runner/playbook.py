@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from .errors import HyopsError
 from .fsutil import atomic_write_json
+from .redact import scrub
 
 PLUGIN_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
 POLL_S = 0.1
@@ -202,7 +203,7 @@ def _drain(tail: TextIO, pending: str, result: PlaybookResult, progress: TextIO 
         result.events.append(ev)
         text = format_event(ev)
         if text and progress is not None:
-            print(text, file=progress, flush=True)
+            print(scrub(text), file=progress, flush=True)
     return pending
 
 

@@ -6,13 +6,15 @@ Policy (documented in docs/RUNNER.md):
   token, api key, private key, credential) is a secret at any depth, unless the name
   ends in ``_file``, ``_path``, ``_dir`` or ``_ref``: those hold where a secret is, not
   the secret, and a re-run needs them (``ssh_private_key_file`` stays).
-- A string value that is key material (a PEM block, an Ansible Vault blob) is a secret
-  whatever its key.
+- A string value that is key material (a PEM block, an OpenSSH key body, a PuTTY key,
+  an Ansible Vault blob) is a secret whatever its key.
 - A value that reached the inputs only through ``HYOPS_INPUTS_JSON``/``HYOPS_INPUT_*``
   is treated the same way: kept when it is not a secret by the two rules above, because
   re-running without it would give a different result; dropped when it is.
 The rerun file drops secrets (its header names each removed path and the variable to
 supply it with); the evidence copy of the inputs masks them with ``REDACTED``.
+No message shows a value that holds key material: the writers of messages describe it
+(``describe``), and ``scrub`` is the last guard on every line hyops prints.
 """
 
 from __future__ import annotations
@@ -26,8 +28,21 @@ SECRET_NAME_RE = re.compile(
     re.IGNORECASE,
 )
 LOCATION_SUFFIXES = ("_file", "_path", "_dir", "_ref")
-SECRET_VALUE_RE = re.compile(r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)-----|^\$ANSIBLE_VAULT;")
+# Where key material starts, in a raw value and in its repr()/JSON form alike: a PEM
+# header, the base64 of "openssh-key-v1" (a key body pasted without its header), a
+# PuTTY key file, an Ansible Vault blob.
+KEY_MATERIAL_RE = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*(PRIVATE KEY|CERTIFICATE)[A-Z ]*-----|b3BlbnNzaC1rZXktdjE|"
+    r"PuTTY-User-Key-File-|\$ANSIBLE_VAULT;"
+)
+# In a message: from the start of key material to its PEM end line, else to the end of
+# the quoted value (or of the text). Hiding too much is the safe side.
+_KEY_IN_TEXT_RE = re.compile(
+    rf"(?:{KEY_MATERIAL_RE.pattern})(?:(?s:.*?)-----END [A-Z0-9 ]*-----|[^'\"]*)"
+)
+KEY_HIDDEN = "<key material hidden>"
 MASK = "REDACTED"
+MAX_WALK = 10_000  # values looked at by holds_key_material
 
 Path_ = tuple[str, ...]
 
@@ -46,7 +61,28 @@ def is_secret_path(parts: tuple[object, ...] | list[object]) -> bool:
 
 
 def is_secret_value(value: Any) -> bool:
-    return isinstance(value, str) and bool(SECRET_VALUE_RE.search(value))
+    return isinstance(value, str) and bool(KEY_MATERIAL_RE.search(value))
+
+
+def holds_key_material(value: Any) -> bool:
+    """True when ``value`` or any string inside it (keys included) is key material."""
+    todo, seen = [value], 0
+    while todo and seen < MAX_WALK:
+        item = todo.pop()
+        seen += 1
+        if isinstance(item, str) and KEY_MATERIAL_RE.search(item):
+            return True
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return False
+
+
+def scrub(text: str) -> str:
+    """``text`` with any key material in it replaced by ``<key material hidden>``."""
+    return _KEY_IN_TEXT_RE.sub(KEY_HIDDEN, text) if KEY_MATERIAL_RE.search(text) else text
 
 
 def _strip(doc: Any, path: Path_, replace: Any, drop: bool, found: list[Path_]) -> Any:

@@ -17,7 +17,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from hyops_runner.paths import schema_dir
-from hyops_runner.redact import is_secret_path
+from hyops_runner.redact import holds_key_material, is_secret_path
 
 SCHEMA_SUFFIX = ".schema.json"
 
@@ -99,21 +99,24 @@ def _what(kind: str, want: Any, got: Any) -> str | None:
 
 
 class _Hidden:
-    """Stands in for the value of a secret-named key: messages show its type only."""
+    """Stands in for the value of a secret-named key, or for a value holding key material
+    whatever its key: messages show its type only."""
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, key_material: bool = False) -> None:
         self.kind = type(value).__name__
+        self.why = "key material, value hidden" if key_material else "value hidden"
 
     def __repr__(self) -> str:
-        return f"a {self.kind} (value hidden)"
+        return f"a {self.kind} ({self.why})"
 
 
 def _messages(error: ValidationError, prefix: str) -> list[str]:
     path = _join(prefix, error.absolute_path)
     kind, want, got = error.validator, error.validator_value, error.instance
-    if is_secret_path(list(error.absolute_path)):
-        got = _Hidden(got)
-        fallback = f"is not valid ({kind})"
+    key_material = holds_key_material(got)
+    if key_material or is_secret_path(list(error.absolute_path)):
+        got = _Hidden(got, key_material)
+        fallback = f"{got!r} is not valid ({kind})"
     else:
         fallback = error.message
     if kind == "required":

@@ -144,8 +144,8 @@ def test_success_evidence_and_become_go_only_through_the_inventory(
     work = Path(meta["workdir"])
     extra = yaml.safe_load((work / "hyops.inputs.yml").read_text().replace("!unsafe ", ""))
     assert "become" not in extra and "become_user" not in extra
-    inventory = (work / "inventory.ini").read_text()
-    assert "ansible_become=false" in inventory and "ansible_become_user" not in inventory
+    inventory = (work / "inventory.yml").read_text()
+    assert "ansible_become: false" in inventory and "ansible_become_user" not in inventory
     module_state = json.loads((evidence / "module_state.json").read_text())
     assert module_state["published_outputs"] == ["cap.test.fixture", "fixture.status"]
     driver = json.loads((evidence / "driver_result.json").read_text())

@@ -1,10 +1,11 @@
-"""inventory.ini rendering: groups, local addresses, host variable pass-through, quoting."""
+"""inventory.yml rendering: groups, local addresses, host variable pass-through, !unsafe strings."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+import yaml
 
 from hyops_runner.inventory import hosts, render
 
@@ -22,6 +23,17 @@ def inputs(groups: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {**BASE, "inventory_groups": groups, **extra}
 
 
+class _Unsafe(yaml.SafeLoader):
+    """Reads ``!unsafe`` strings back as plain strings (as Ansible's loader keeps them)."""
+
+
+_Unsafe.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
+def load(text: str) -> dict[str, Any]:
+    return yaml.load(text, Loader=_Unsafe)  # a SafeLoader subclass
+
+
 def test_contract_shape() -> None:
     text = render(
         inputs(
@@ -34,21 +46,32 @@ def test_contract_shape() -> None:
             ssh_private_key_file="/keys/id",
         )
     )
-    assert text == (
-        "[edge_control]\n"
-        "ctrl-01 ansible_host=10.10.0.5\n"
-        "lo ansible_host=127.0.0.1 ansible_connection=local\n"
-        "\n"
-        "[targets:children]\n"
-        "edge_control\n"
-        "\n"
-        "[targets:vars]\n"
-        "ansible_user=ops\n"
-        "ansible_port=2222\n"
-        "ansible_python_interpreter=/usr/bin/python3\n"
-        "ansible_ssh_private_key_file=/keys/id\n"
-        "ansible_become=true\n"
-    )  # no ansible_become_user for root (HybridOps leaves it to the role)
+    assert load(text) == {
+        "all": {
+            "children": {
+                "targets": {
+                    "children": {
+                        "edge_control": {
+                            "hosts": {
+                                "ctrl-01": {"ansible_host": "10.10.0.5"},
+                                "lo": {"ansible_host": "127.0.0.1", "ansible_connection": "local"},
+                            }
+                        }
+                    },
+                    "vars": {
+                        "ansible_user": "ops",
+                        "ansible_port": 2222,
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "ansible_ssh_private_key_file": "/keys/id",
+                        "ansible_become": True,
+                    },
+                }
+            }
+        }
+    }  # no ansible_become_user for root (HybridOps leaves it to the role)
+    # every string value is data for Ansible; numbers and booleans stay typed
+    assert "ansible_user: !unsafe 'ops'" in text and "ansible_port: 2222" in text
+    assert "ansible_become: true" in text
 
 
 def test_host_variables_pass_through() -> None:
@@ -59,12 +82,14 @@ def test_host_variables_pass_through() -> None:
         "ansible_python_interpreter": "/usr/bin/python3.11",
         "note": "two words",
     }
-    text = render(inputs({"edge_control": [entry]}))
-    line = text.splitlines()[1]
-    assert line == (
-        "demo ansible_host=hyops-demo-abc ansible_connection=containers.podman.podman "
-        "ansible_python_interpreter=/usr/bin/python3.11 note='two words'"
-    )
+    doc = load(render(inputs({"edge_control": [entry]})))
+    hostvars = doc["all"]["children"]["targets"]["children"]["edge_control"]["hosts"]["demo"]
+    assert hostvars == {
+        "ansible_host": "hyops-demo-abc",
+        "ansible_connection": "containers.podman.podman",
+        "ansible_python_interpreter": "/usr/bin/python3.11",
+        "note": "two words",
+    }
     assert hosts(inputs({"edge_control": [entry]}))[0].connection == "containers.podman.podman"
 
 
@@ -80,5 +105,7 @@ def test_inventory_state_ref_is_refused_clearly() -> None:
 
 
 def test_become_user_is_written_only_when_it_is_not_root() -> None:
-    text = render(inputs({"edge_control": [{"name": "a", "host": "h"}]}, become_user="app"))
-    assert text.endswith("ansible_become=true\nansible_become_user=app\n")
+    doc = load(render(inputs({"edge_control": [{"name": "a", "host": "h"}]}, become_user="app")))
+    assert doc["all"]["children"]["targets"]["vars"]["ansible_become_user"] == "app"
+    doc = load(render(inputs({"edge_control": [{"name": "a", "host": "h"}]})))
+    assert "ansible_become_user" not in doc["all"]["children"]["targets"]["vars"]

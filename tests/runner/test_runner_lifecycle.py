@@ -32,7 +32,7 @@ def test_apply_writes_state_workdir_and_evidence(fixture_env: FixtureEnv) -> Non
     evidence = fixture_env.root / "logs" / "module" / "test__runner-fixture" / rid
     assert doc["evidence_dir"] == str(evidence)
     assert {p.name for p in work.iterdir()} == {
-        "inventory.ini",
+        "inventory.yml",
         "hyops.inputs.yml",
         "hyops.outputs.json",
     }
@@ -48,7 +48,7 @@ def test_apply_writes_state_workdir_and_evidence(fixture_env: FixtureEnv) -> Non
     assert report["status"] == "ok" and report["outputs_written"]["fixture.not_published"] == "leak"
     rerun = yaml.safe_load(Path(doc["rerun_inputs_file"]).read_text())
     assert rerun["fixture_marker_dir"] == str(fixture_env.marker_dir)
-    for path in [fixture_env.state_file, work / "inventory.ini", evidence / "result.json"]:
+    for path in [fixture_env.state_file, work / "inventory.yml", evidence / "result.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     # live progress: one line per task and host
     assert "  changed     ctl              Write the marker file" in run.stdout

@@ -4,7 +4,6 @@ root's own ``ssh/known_hosts``. Network traffic stays on loopback."""
 
 from __future__ import annotations
 
-import ast
 import json
 import shlex
 import socket
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from runner_helpers import FIXTURE_ID, FixtureEnv
 from runner_helpers import hangup_listener as loopback_hangup
 
@@ -30,10 +30,17 @@ BASE: dict[str, Any] = {
 }
 
 
+class _Unsafe(yaml.SafeLoader):
+    """Reads ``!unsafe`` strings back as plain strings."""
+
+
+_Unsafe.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
 def common_args(text: str) -> list[str]:
-    line = next(ln for ln in text.splitlines() if ln.startswith("ansible_ssh_common_args="))
-    value = line.split("=", 1)[1]
-    return shlex.split(ast.literal_eval(value))  # how Ansible reads a [group:vars] value
+    doc = yaml.load(text, Loader=_Unsafe)  # a SafeLoader subclass
+    value = doc["all"]["children"]["targets"]["vars"]["ansible_ssh_common_args"]
+    return shlex.split(value)  # how Ansible splits the option string
 
 
 def test_inventory_pins_host_keys_in_the_runtime_root(tmp_path: Path) -> None:
