@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(VENV)/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv promtool lint unit molecule e2e test demo demo-destroy lock clean
+.PHONY: venv promtool lint unit mutants molecule e2e test demo demo-destroy lock clean
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap-venv.sh
@@ -25,6 +25,11 @@ lint: venv
 unit: venv promtool
 	pytest -q -m "not e2e"
 
+# Every guarantee bites: each row of tests/mutants/mutants.toml removes one mechanism in a
+# scratch copy and must make its named tests fail (prints a row per mutant, total time).
+mutants: venv
+	python tests/mutants/run.py
+
 # Both molecule scenarios on a real systemd test host (podman); prints "molecule: N passed, M failed".
 molecule: venv
 	@bash scripts/run-molecule.sh
@@ -33,7 +38,7 @@ molecule: venv
 e2e: venv
 	pytest -q -m e2e tests/runner
 
-test: lint unit molecule e2e
+test: lint unit mutants molecule e2e
 
 demo: venv
 	@bash scripts/demo.sh up

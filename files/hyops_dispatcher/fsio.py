@@ -24,11 +24,11 @@ SYNCFS_MIN_BATCH = 8
 
 
 def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        os.fsync(dfd)
     finally:
-        os.close(fd)
+        os.close(dfd)
 
 
 def write_file_durably(

@@ -36,11 +36,11 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        os.fsync(dfd)
     finally:
-        os.close(fd)
+        os.close(dfd)
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:

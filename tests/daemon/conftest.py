@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -248,8 +248,12 @@ class Daemon:
         user: int | None = None,
         command: str = "run",
         script: Path = DISPATCHER,
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """`wrapper`: argv put before the interpreter (e.g. strace); `pid` is then the
+        daemon's own pid, the wrapper's only child."""
         self.python = python
+        self.wrapper = tuple(wrapper)
         self.root = root
         self.notify_name = f"@hyops-test-{uuid.uuid4().hex}"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -271,13 +275,22 @@ class Daemon:
 
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [python, str(script), "--config", str(root.config), command],
+                [*wrapper, python, str(script), "--config", str(root.config), command],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 env=full_env,
                 preexec_fn=preexec,
             )
+
+    @property
+    def pid(self) -> int:
+        """The daemon's pid: the process started, or a wrapper's only child."""
+        if not self.wrapper:
+            return self.proc.pid
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        found = wait_for(lambda: children.read_text().split(), 10, "the wrapped daemon's pid")
+        return int(found[0])
 
     def read_notify(self) -> list[str]:
         while True:
@@ -303,11 +316,14 @@ class Daemon:
         return self.stderr_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
+        if self.wrapper:
+            os.kill(self.pid, sig)
+        else:
+            self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
             self.read_notify()

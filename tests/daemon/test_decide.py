@@ -252,6 +252,43 @@ def test_a_request_names_the_other_routes_request_still_awaiting_approval(awaiti
     assert_valid("dispatch-request", decision.request)
 
 
+DRILL_ROUTE = {
+    "target_kind": "module",
+    "target_ref": "platform/network/dr-drill@v1",
+    "target_env": "dr",
+    "execution_plane": "runner-local",
+}
+
+
+@pytest.mark.parametrize("drill_later", [True, False])
+def test_the_request_superseded_is_the_latest_other_one_by_decision_time(
+    drill_later: bool,
+) -> None:
+    """Two other routes each have a request still awaiting approval: the new request names
+    the one decided last (by decision time, not by route or by the order they are held in)."""
+    drill = LastEmit(
+        CUTOVER_LAST.epoch + (50 if drill_later else -50),
+        "dispatch-20260921T141150Z-drill-dddddddd",
+    )
+    latest = drill if drill_later else CUTOVER_LAST
+    routes = {**route_over("failback"), "drill": DRILL_ROUTE}
+    for last_emit in (
+        {"cutover": CUTOVER_LAST, "drill": drill},
+        {"drill": drill, "cutover": CUTOVER_LAST},
+    ):
+        decision = decide(
+            rec(decision_type="failback"),
+            record_path="/srv/records/r.json",
+            mtime=NOW,
+            config=config(routes=routes),
+            now=NOW,
+            last_emit=last_emit,
+            still_waiting=lambda _id: True,
+        )
+        assert decision.request is not None
+        assert decision.request.get("supersedes") == latest.dispatch_id, list(last_emit)
+
+
 def test_a_synthetic_request_always_awaits_approval_and_says_so() -> None:
     decision = decide(
         rec(decision_id="handoff-check-1", decision_type="failback"),

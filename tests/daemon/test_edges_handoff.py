@@ -69,3 +69,41 @@ def test_handoff_on_a_no_approval_route_never_writes_a_queued_request(root: Root
         assert watch.seen == {}
     assert os.listdir(root.requests) == []
     assert daemon.stop() == 0
+
+
+def test_a_synthetic_request_approved_during_the_check_is_left_in_place(
+    root: Root, spawn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A consumer approves the synthetic request in the moment between the check reading
+    it and cleaning up: the request is never pulled away from under that approval; the
+    check fails and says so (the record is still removed)."""
+    from hyops_dispatcher import handoff
+    from hyops_dispatcher.config import load_config
+    from hyops_dispatcher.states import EXIT_HANDOFF
+
+    from .request_seed import approve
+
+    approvals = tmp_path / "approvals"
+    root.write_config(settle_seconds=0, approvals_dir=str(approvals))
+    daemon = spawn(PY, root).wait_ready()
+    config = load_config(str(root.config))
+    real_read = handoff.read_json_quiet
+    approved: list[str] = []
+
+    def read_then_the_consumer_approves(path: str):
+        doc = real_read(path)
+        if doc is not None and os.path.dirname(path) == config.requests_dir:
+            approve(approvals, doc["dispatch_id"])
+            approved.append(path)
+        return doc
+
+    monkeypatch.setattr(handoff, "read_json_quiet", read_then_the_consumer_approves)
+    rc = handoff.cmd_validate_handoff(config, "cutover", 10)
+    verdict = json.loads(capsys.readouterr().out)
+    assert approved, verdict
+    assert rc == EXIT_HANDOFF, verdict
+    cleanup = {c["name"]: c for c in verdict["checks"]}["cleanup"]
+    assert cleanup["ok"] is False and "approved" in cleanup["detail"], cleanup
+    assert [str(p) for p in root.requests.glob("*.json")] == approved
+    assert list(root.records.iterdir()) == []  # the synthetic record is gone
+    assert daemon.stop() == 0

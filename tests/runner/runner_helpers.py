@@ -56,11 +56,17 @@ class Run:
     stderr: str
 
 
-def hyops(args: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+def hyops(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    wrapper: list[str] | None = None,
+) -> Run:
+    """`wrapper`: argv put before the interpreter (e.g. strace)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HYOPS_")}
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "hyops_runner.cli", *args],
+        [*(wrapper or []), sys.executable, "-m", "hyops_runner.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -98,9 +104,15 @@ class FixtureEnv:
         self.inputs_file.write_text(yaml.safe_dump(doc))
         return self.inputs_file
 
-    def run(self, command: str, *more: str, env: dict[str, str] | None = None) -> Run:
+    def run(
+        self,
+        command: str,
+        *more: str,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> Run:
         args = [command, "--root", str(self.root), "--module", FIXTURE_REF]
         args += ["--module-root", str(MODULE_ROOT)]
         if command != "show":
             args += ["--inputs", str(self.inputs_file)]
-        return hyops([*args, *more], env=env)
+        return hyops([*args, *more], env=env, wrapper=wrapper)
