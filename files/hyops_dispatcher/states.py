@@ -39,6 +39,11 @@ DISPATCHED_OUTCOMES = ("emitted", "coalesced")
 # Files with these outcomes are re-stat'ed on every pass so a change is noticed even
 # without inotify.
 WATCHED_OUTCOMES = ("pending", "rejected")
+
+# A file with one of these outcomes is a decision that was not dispatched and waits for an
+# operator (replay, fix or remove it): counted while the file is there (metrics
+# records_awaiting_operator), never cleared by time alone.
+OPERATOR_OUTCOMES = ("unrouted", "stale", "rejected")
 EXECUTION_PLANES = (
     "runner-local",
     "private-overlay",
