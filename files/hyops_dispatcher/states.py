@@ -16,7 +16,8 @@ EXIT_LOCKED = 4
 EXIT_HANDOFF = 5
 DEFAULT_CONFIG_PATH = "/opt/hybridops/decision-dispatcher/config/config.json"
 
-# The decision consumer's approval markers, <dispatch_id>.approved.json (CONTRACT.md 3).
+# The decision consumer's approval markers, <dispatch_id>.approved.json
+# (docs/INTERFACES.md "Approval marker").
 DEFAULT_APPROVALS_DIR = "/opt/hybridops/decision-consumer/state/approvals"
 EXECUTION_MODE = "record-only"
 SCHEMA_VERSION = 1
