@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import stat
+import sys
 from typing import List, Optional
 
 from .config import Config, ConfigError, load_config
@@ -20,7 +21,7 @@ from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_replay, cmd_status
 from .daemon import start_daemon
 from .handoff import cmd_validate_handoff
 from .host import Locked
-from .jsonlog import open_log
+from .jsonlog import JournalLines, journal_stream, open_log
 from .release import running
 from .states import DEFAULT_CONFIG_PATH, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
@@ -254,6 +255,10 @@ def cmd_version(as_json: bool) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    if journal_stream() and not isinstance(sys.stderr, JournalLines):
+        # Under systemd: the one-line errors (and usage errors) are errors for journald;
+        # the event log prefixes each of its own lines with its level's priority.
+        sys.stderr = JournalLines(sys.stderr, 3)
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     if command == "version":

@@ -198,7 +198,8 @@ def parse_route(key: Any, value: Any) -> Route:
         )
     requires = value.get("requires_approval")
     if "requires_approval" in value and not isinstance(requires, bool):
-        # null or "false" must never silently mean "no approval" (CONTRACT.md 5).
+        # null or "false" must never silently mean "no approval"
+        # (docs/INTERFACES.md "Module inputs").
         raise ConfigError(
             f"{where}.requires_approval: must be true or false; got {short(requires)}"
         )

@@ -298,7 +298,8 @@ class Daemon:
             self.index.forget(name, now)
             return 0
         except OSError as exc:
-            self.apply(name, NO_SIG, Outcome("rejected", f"cannot stat: {exc.strerror}"), now)
+            outcome = Outcome("rejected", f"cannot stat: {exc.strerror}")
+            self.apply(name, NO_SIG, outcome, now, self.index.lookup(name))
             return 1
         known = self.index.lookup(name)
         try:
@@ -461,7 +462,9 @@ class Daemon:
         mono = self.mono()
         if self.report.last_write == before and mono < self.metrics.due():
             return
-        snap = self.metrics.snapshot(self.approvals, self.watcher.mode, self.last_pass, now)
+        snap = self.metrics.snapshot(
+            self.approvals, self.index, self.watcher.mode, self.last_pass, now
+        )
         if self.metrics.write(snap, mono, force):
             # The metrics file just became unwritable: status says so now, not a pass later.
             self.report.write(now, self.config, self.index, self.watcher.mode, force=True)
@@ -471,10 +474,10 @@ class Daemon:
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
-            self.report.error(f"reload refused: {exc}; keeping the running config")
+            self.report.reload_refused(f"reload refused: {exc}; keeping the running config")
             return
         if new.paths() != self.config.paths():
-            self.report.error(
+            self.report.reload_refused(
                 "reload refused: root, records, requests, state, ledger or log path "
                 "changed; restart the service for that; keeping the running config"
             )
@@ -485,7 +488,7 @@ class Daemon:
         self.approvals = ApprovalBook(new, self.log, self.ledger, resync=False, monotonic=self.mono)
         self.metrics = MetricsReport(new, self.report)
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
-        self.report.touch()
+        self.report.reloaded()
         self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
 
     def run_forever(self) -> None:

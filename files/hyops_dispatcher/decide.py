@@ -179,7 +179,7 @@ def build_request(
     now: float,
     supersedes: Optional[str] = None,
 ) -> dict:
-    """The request document (CONTRACT.md 3 plus schema_version, route, approval source).
+    """The request document (docs/INTERFACES.md "Dispatch request").
     A synthetic handoff check always waits for approval, whatever the route says: a
     consumer must never find a synthetic request it would run."""
     requires, source = approval_for(route, config)

@@ -1,7 +1,8 @@
 """What is known per file of the records folder (its signature and outcome), kept in the
 ledger so memory stays flat in history.
 
-Invariant: an already handled, unchanged file is never read again.
+Invariant: an already handled, unchanged file is never read again; `awaiting_operator`
+counts the present files whose outcome is one of OPERATOR_OUTCOMES, as the ledger does.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Dict, Optional
 
 from .ledger import Ledger
 from .record import folder_name
-from .states import WATCHED_OUTCOMES
+from .states import OPERATOR_OUTCOMES, WATCHED_OUTCOMES
 from .verdicts import FileSig, KnownFile, Outcome
 
 
@@ -23,10 +24,18 @@ class FileIndex:
         self.ledger = ledger
         self.watched: Dict[str, KnownFile] = {}
         self.tracked = 0  # files present and known (state.json tracked_files)
+        # Present files not dispatched that wait for an operator, by outcome (metrics).
+        self.awaiting_operator: Dict[str, int] = {k: 0 for k in OPERATOR_OUTCOMES}
 
     def load(self) -> None:
         self.watched = {folder_name(n): known for n, known in self.ledger.watched_files()}
         self.tracked = self.ledger.live_count()
+        counts = self.ledger.live_outcome_counts(OPERATOR_OUTCOMES)
+        self.awaiting_operator = {k: counts.get(k, 0) for k in OPERATOR_OUTCOMES}
+
+    def _count(self, outcome: str, step: int) -> None:
+        if outcome in self.awaiting_operator:
+            self.awaiting_operator[outcome] = max(0, self.awaiting_operator[outcome] + step)
 
     def lookup(self, name: str) -> Optional[KnownFile]:
         known = self.watched.get(name)
@@ -47,6 +56,9 @@ class FileIndex:
         )
         if known is None or known.gone:
             self.tracked += 1
+        else:
+            self._count(known.outcome, -1)
+        self._count(outcome.outcome, +1)
         if outcome.outcome in WATCHED_OUTCOMES:
             self.watched[name] = KnownFile(
                 sig, outcome.outcome, outcome.decision_id, retry_at=outcome.retry_at
@@ -63,6 +75,7 @@ class FileIndex:
         self.ledger.begin()
         if self.ledger.mark_gone(name, now):
             self.tracked -= 1
+            self._count(known.outcome, -1)
 
     def pending_count(self) -> int:
         return sum(1 for k in self.watched.values() if k.outcome == "pending")

@@ -2,7 +2,8 @@
 for the journal.
 
 Invariant: one line per event, never per idle tick; a line is written whole or not at
-all.
+all; on the journal's stream (JOURNAL_STREAM) every stderr line starts with its syslog
+priority, `<3>` error, `<4>` warning, `<6>` info, `<7>` debug.
 """
 
 from __future__ import annotations
@@ -10,12 +11,54 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from .config import Config
 from .fsio import open_own_file
 from .ids import now_iso
 from .states import LOG_LEVELS
+
+# syslog(3) priorities of the log levels: journald reads a `<N>` line prefix as the line's
+# priority (SyslogLevelPrefix=yes, the default), so `journalctl -p warning` shows them.
+SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3}
+
+
+def journal_stream() -> bool:
+    """stderr is the stream systemd connected to journald: JOURNAL_STREAM holds its
+    `<device>:<inode>`, and fd 2 is still that stream (not a pipe or file it was
+    redirected to by someone in between)."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(2)
+        return st.st_dev == int(dev) and st.st_ino == int(ino)
+    except (OSError, ValueError):
+        return False
+
+
+class JournalLines:
+    """A text stream that starts each line written to `raw` with `<priority>` (for the
+    one-line errors of the commands, which print to sys.stderr)."""
+
+    def __init__(self, raw: TextIO, priority: int) -> None:
+        self.raw = raw
+        self.prefix = f"<{priority}>"
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start:
+                out.append(self.prefix)
+            out.append(piece)
+            self.at_line_start = piece.endswith("\n")
+        self.raw.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 class JsonLog:
@@ -31,6 +74,7 @@ class JsonLog:
         self.to_stderr = to_stderr
         self.fd: Optional[int] = None
         self.size = 0
+        self.journal = to_stderr and journal_stream()
         if path:
             self._open()
 
@@ -73,6 +117,7 @@ class JsonLog:
             except OSError as exc:
                 # The log must never stop the daemon; the journal still gets the line.
                 self._stderr(
+                    "ERROR",
                     json.dumps(
                         {
                             "ts": now_iso(),
@@ -81,13 +126,14 @@ class JsonLog:
                             "reason": f"log write failed: {exc}",
                         }
                     )
-                    + "\n"
+                    + "\n",
                 )
         if self.to_stderr:
-            self._stderr(line.decode())
+            self._stderr(level, line.decode())
 
-    @staticmethod
-    def _stderr(text: str) -> None:
+    def _stderr(self, level: str, text: str) -> None:
+        if self.journal:
+            text = f"<{SYSLOG_PRIORITY.get(level, 6)}>{text}"
         with contextlib.suppress(OSError, ValueError):
             os.write(2, text.encode())
 

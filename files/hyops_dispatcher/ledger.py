@@ -373,6 +373,16 @@ class Ledger:
                 result[route] = LastEmit(*row)
         return result
 
+    def live_outcome_counts(self, outcomes: Tuple[str, ...]) -> Dict[str, int]:
+        """Files present now with one of `outcomes`, by outcome (one scan, at load)."""
+        marks = ",".join("?" * len(outcomes))
+        rows = self.db.execute(
+            f"SELECT outcome, count(*) FROM files WHERE gone_at IS NULL "
+            f"AND outcome IN ({marks}) GROUP BY outcome",
+            outcomes,
+        )
+        return {r[0]: r[1] for r in rows}
+
     def counts(self) -> Dict[str, int]:
         rows = self.db.execute(
             "SELECT outcome, count(*) FROM files WHERE gone_at IS NULL GROUP BY outcome"

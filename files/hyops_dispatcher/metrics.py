@@ -13,8 +13,9 @@ from .approvals import ApprovalBook
 from .config import Config
 from .fsio import write_file_durably
 from .ids import iso_ts
+from .index import FileIndex
 from .report import StateReport, judge_health
-from .states import EXECUTION_MODE, OUTCOMES, VERSION
+from .states import EXECUTION_MODE, OPERATOR_OUTCOMES, OUTCOMES, VERSION
 
 METRIC_PREFIX = "hyops_decision_dispatcher_"
 
@@ -32,6 +33,8 @@ class MetricsSnapshot(NamedTuple):
     awaiting: Tuple[Tuple[str, int], ...]
     expired: Tuple[Tuple[str, int], ...]
     approvals_dir_readable: bool
+    awaiting_operator: Tuple[Tuple[str, int], ...]  # (outcome, files), OPERATOR_OUTCOMES
+    reload_ok: bool
     last_pass: float = 0.0
     oldest_awaiting_s: float = 0.0
 
@@ -135,6 +138,20 @@ def render_metrics(snap: MetricsSnapshot) -> str:
         "check, else 0.",
         [("", snap.approvals_dir_readable)],
     )
+    family(
+        "records_awaiting_operator",
+        "gauge",
+        "Record files in the records folder whose decision was not dispatched and waits "
+        "for an operator (replay, fix or remove the file), by outcome; not cleared by time.",
+        by("outcome", snap.awaiting_operator),
+    )
+    family(
+        "config_last_reload_successful",
+        "gauge",
+        "0 after a reload (SIGHUP) refused the config file, so the daemon runs an older "
+        "config; 1 after a start or a good reload.",
+        [("", snap.reload_ok)],
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -155,7 +172,12 @@ class MetricsReport:
         self.retry_at = 0.0
 
     def snapshot(
-        self, approvals: ApprovalBook, watcher: str, last_pass: float, now: float
+        self,
+        approvals: ApprovalBook,
+        index: FileIndex,
+        watcher: str,
+        last_pass: float,
+        now: float,
     ) -> MetricsSnapshot:
         report, routes = self.report, self.config.routes
         requests = set(routes) | set(report.requests_by_route)
@@ -176,6 +198,10 @@ class MetricsReport:
             awaiting=approvals.by_route("awaiting", routes),
             expired=approvals.by_route("expired", routes),
             approvals_dir_readable=bool(approvals.readable),
+            awaiting_operator=tuple(
+                (k, index.awaiting_operator.get(k, 0)) for k in sorted(OPERATOR_OUTCOMES)
+            ),
+            reload_ok=report.reload_ok,
             last_pass=last_pass,
             oldest_awaiting_s=0.0 if oldest is None else max(0.0, now - oldest),
         )

@@ -61,6 +61,8 @@ class StateReport:
         self.last_error = ""
         self.records_dir_ok = True
         self.write_problem = ""  # why requests or the ledger cannot be written now
+        # False from a refused reload (SIGHUP) until a reload succeeds (metrics gauge).
+        self.reload_ok = True
         self.status = "starting"
         self.started_at = started_at
         self.last_write = 0.0  # monotonic: when state.json is next due
@@ -171,6 +173,15 @@ class StateReport:
         self.extra = fields
         self.dirty = True
 
+    def reload_refused(self, reason: str) -> None:
+        """SIGHUP with a config that cannot be used: the running one stays."""
+        self.reload_ok = False
+        self.error(reason)
+
+    def reloaded(self) -> None:
+        self.reload_ok = True
+        self.dirty = True
+
     def touch(self) -> None:
         """Something state.json shows changed (a reload): write it at the next chance."""
         self.dirty = True
@@ -208,6 +219,8 @@ class StateReport:
             "code": {k: v for k, v in running().items() if k != "path"},
             "records_dir_ok": self.records_dir_ok,
             "last_error": self.last_error[:300],
+            "config_last_reload_successful": self.reload_ok,
+            "records_awaiting_operator": dict(index.awaiting_operator),
             **self.extra,
         }
 

@@ -16,7 +16,8 @@ EXIT_LOCKED = 4
 EXIT_HANDOFF = 5
 DEFAULT_CONFIG_PATH = "/opt/hybridops/decision-dispatcher/config/config.json"
 
-# The decision consumer's approval markers, <dispatch_id>.approved.json (CONTRACT.md 3).
+# The decision consumer's approval markers, <dispatch_id>.approved.json
+# (docs/INTERFACES.md "Approval marker").
 DEFAULT_APPROVALS_DIR = "/opt/hybridops/decision-consumer/state/approvals"
 EXECUTION_MODE = "record-only"
 SCHEMA_VERSION = 1
@@ -39,6 +40,11 @@ DISPATCHED_OUTCOMES = ("emitted", "coalesced")
 # Files with these outcomes are re-stat'ed on every pass so a change is noticed even
 # without inotify.
 WATCHED_OUTCOMES = ("pending", "rejected")
+
+# A file with one of these outcomes is a decision that was not dispatched and waits for an
+# operator (replay, fix or remove it): counted while the file is there (metrics
+# records_awaiting_operator), never cleared by time alone.
+OPERATOR_OUTCOMES = ("unrouted", "stale", "rejected")
 EXECUTION_PLANES = (
     "runner-local",
     "private-overlay",

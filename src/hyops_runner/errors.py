@@ -1,4 +1,4 @@
-"""Errors a person reads, and the exit codes of CONTRACT.md section 4 (0 ok, 1 failure, 2 usage)."""
+"""Errors a person reads, and the exit codes of docs/RUNNER.md (0 ok, 1 failure, 2 usage)."""
 
 from __future__ import annotations
 

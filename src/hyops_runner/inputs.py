@@ -1,4 +1,4 @@
-"""Resolve a module's inputs in CONTRACT.md order, before validation.
+"""Resolve a module's inputs in HybridOps' order (docs/RUNBOOK.md "Notes"), before validation.
 
 1. manifest defaults, 2. the ``--inputs`` YAML file, 3. ``$HYOPS_INPUTS_JSON`` (a JSON
 object), 4. ``$HYOPS_INPUT_<path>`` (lowercased, ``__`` between levels, a number indexes a list,

@@ -1,7 +1,7 @@
 """``hyops apply|plan|destroy``: the order things happen in (checks.py: preflight, validate).
 
 Nothing is written until the inputs validate, the inventory renders and the runtime
-root passes its check. Then, holding the slot lock (CONTRACT.md 4a, HybridOps' order):
+root passes its check. Then, holding the slot lock (HybridOps' order, docs/RUNNER.md):
 evidence (meta, inputs), work files, preflight (required env, connectivity) -- a
 failing preflight writes no state --, then for apply the rerun inputs file and
 ``status: running``, the playbook, outputs filtered to ``outputs.publish``, and

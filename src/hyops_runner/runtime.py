@@ -1,6 +1,6 @@
 """Where a run keeps its files: runtime root resolution and the folder layout under it.
 
-Root precedence (CONTRACT.md section 4): ``--root`` > ``$HYOPS_RUNTIME_ROOT`` >
+Root precedence (docs/RUNNER.md, RUNBOOK.md "Notes"): ``--root`` > ``$HYOPS_RUNTIME_ROOT`` >
 ``--env``/``$HYOPS_ENV`` -> ``~/.hybridops/envs/<env>``. Every folder created is 0700.
 An existing root is never chmod-ed: one that another user owns, or that others may
 write to, is refused (they could swap state, inventory or known_hosts under a run).

@@ -2,7 +2,7 @@
 
 Apply: running (the previous document plus this run; previous outputs kept) -> ok, or
 -> error (``last_error``, ``failed_command``). Destroy: -> destroyed on success, nothing
-written on failure. Shapes follow CONTRACT.md sections 4 and 4a and
+written on failure. Shapes are HybridOps' (docs/RUNNER.md) and
 ``schemas/module-state.schema.json``; files are written atomically with mode 0600.
 """
 

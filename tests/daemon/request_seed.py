@@ -62,6 +62,7 @@ def seed_request(root: Root, doc: dict[str, Any]) -> str:
 
 
 def approve(approvals: Path, dispatch_id: str) -> None:
-    """The consumer's approval marker: its existence is the approval (CONTRACT.md 3)."""
+    """The consumer's approval marker: its existence is the approval
+    (docs/INTERFACES.md "Approval marker")."""
     approvals.mkdir(parents=True, exist_ok=True)
     (approvals / f"{dispatch_id}.approved.json").write_text('{"approved_by": "test"}\n')

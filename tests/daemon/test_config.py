@@ -82,7 +82,7 @@ def test_config_errors_name_the_key(over: dict[str, Any], message: str) -> None:
 
 
 def test_route_requires_approval_null_is_refused() -> None:
-    # CONTRACT.md 5: the original treated null as "no approval".
+    # docs/INTERFACES.md "Module inputs": never null; the original treated null as "no approval".
     routes = copy.deepcopy(ROUTES)
     routes["cutover"]["requires_approval"] = None
     with pytest.raises(ConfigError, match=r"routes\.cutover\.requires_approval"):

@@ -139,3 +139,58 @@ def test_missing_approvals_folder_is_reported_not_fatal(
     approvals.mkdir()
     daemon.signal(signal.SIGUSR1)
     wait_for(value_is(path, P + "approvals_dir_readable", 1), 10, "approvals readable again")
+
+
+def test_records_awaiting_an_operator_stay_counted_until_handled(
+    python: str, root: Root, spawn
+) -> None:
+    """Issue 16: a decision that was not dispatched (unrouted, stale, rejected) is a gauge
+    of the files still waiting, not an increase that time clears: it survives a restart
+    and drops only when the file is replayed, fixed or taken away."""
+    daemon = spawn(python, root).wait_ready()
+    path = metrics_file(root)
+    for outcome in ("unrouted", "stale", "rejected"):
+        assert read_metrics(path).value(P + "records_awaiting_operator", outcome=outcome) == 0
+    root.drop("u1.json", record("dec-u1", "Cutover"))  # unrouted (case differs)
+    root.drop("s1.json", record("dec-s1", "cutover", timestamp_utc="2020-01-01T00:00:00+00:00"))
+    root.drop("bad.json", b"{not json")  # rejected once it has settled (1 s)
+    wait_for(value_is(path, P + "records_awaiting_operator", 1, outcome="rejected"), 15, "rejected")
+    m = read_metrics(path)
+    assert m.value(P + "records_awaiting_operator", outcome="unrouted") == 1
+    assert m.value(P + "records_awaiting_operator", outcome="stale") == 1
+    assert daemon.stop() == 0
+
+    # Not cleared by a restart either: the count comes from the ledger.
+    daemon = spawn(python, root).wait_ready()
+    m = read_metrics(path)
+    for outcome in ("unrouted", "stale", "rejected"):
+        assert m.value(P + "records_awaiting_operator", outcome=outcome) == 1, outcome
+
+    # Handled: the stale one replayed, the rejected one fixed in place, the unrouted one
+    # taken away by its owner.
+    replay = cli(python, root, "replay", "dec-s1")
+    assert replay.returncode == 0, replay.stderr
+    root.drop("bad.json", record("dec-b1", "cutover"))
+    (root.records / "u1.json").unlink()
+    daemon.signal(signal.SIGUSR1)
+    for outcome in ("unrouted", "stale", "rejected"):
+        wait_for(value_is(path, P + "records_awaiting_operator", 0, outcome=outcome), 10, outcome)
+    assert daemon.stop() == 0
+
+
+def test_a_refused_reload_sets_the_reload_gauge_until_a_good_one(
+    python: str, root: Root, spawn
+) -> None:
+    daemon = spawn(python, root).wait_ready()
+    path = metrics_file(root)
+    assert read_metrics(path).value(P + "config_last_reload_successful") == 1
+    good = root.config.read_text()
+    root.config.write_text(good.replace('"poll_seconds": 5', '"poll_seconds": 1'))
+    daemon.signal(signal.SIGHUP)
+    wait_for(value_is(path, P + "config_last_reload_successful", 0), 10, "refused reload")
+    wait_for(lambda: root.state()["config_last_reload_successful"] is False, 5, "in state")
+    root.config.write_text(good)
+    daemon.signal(signal.SIGHUP)
+    wait_for(value_is(path, P + "config_last_reload_successful", 1), 10, "good reload")
+    wait_for(lambda: root.state()["config_last_reload_successful"] is True, 5, "in state")
+    assert daemon.stop() == 0

@@ -84,6 +84,8 @@ def snapshot(**over: Any) -> Any:
         awaiting=(("cutover", 1), ("failback", 0)),
         expired=(("cutover", 0), ("failback", 0)),
         approvals_dir_readable=False,
+        awaiting_operator=(("rejected", 0), ("stale", 2), ("unrouted", 1)),
+        reload_ok=False,
         last_pass=NOW + 0.25,
         oldest_awaiting_s=754.2,
     )
@@ -105,6 +107,8 @@ def test_rendered_file_is_clean_and_has_the_reference_families() -> None:
     }
     assert got.value(METRIC_PREFIX + "approvals_dir_readable") == 0
     assert got.value(METRIC_PREFIX + "oldest_awaiting_approval_seconds") == 754.2
+    assert got.value(METRIC_PREFIX + "records_awaiting_operator", outcome="stale") == 2
+    assert got.value(METRIC_PREFIX + "config_last_reload_successful") == 0
 
 
 class _Config:

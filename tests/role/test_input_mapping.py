@@ -19,7 +19,8 @@ ROLE_DEFAULTS: dict[str, Any] = yaml.safe_load(
 PLAYBOOK_TEXT = "\n".join(
     p.read_text(encoding="utf-8") for p in sorted((REPO / "playbooks").rglob("*.yml"))
 )
-# Inputs the runner turns into the inventory (CONTRACT.md section 4), not playbook variables.
+# Inputs the runner turns into the inventory (docs/INTERFACES.md "Role variables"), not
+# playbook variables.
 RUNNER_ONLY = {
     "inventory_groups",
     "inventory_state_ref",

@@ -134,6 +134,32 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         },
         "decision_dispatcher_root: '/opt/hy ops' must be",
     ),
+    # Issue 16: installed alert rules link to the RUNBOOK by an absolute URL.
+    "rules_without_base": (
+        {"decision_dispatcher_alert_rules_file": "/etc/prometheus/rules/dd.rules.yml"},
+        "decision_dispatcher_runbook_base_url: '' must be the absolute http(s) URL",
+    ),
+    "rules_with_relative_base": (
+        {
+            "decision_dispatcher_alert_rules_file": "/etc/prometheus/rules/dd.rules.yml",
+            "decision_dispatcher_runbook_base_url": "docs/RUNBOOK.md",
+        },
+        "decision_dispatcher_runbook_base_url: 'docs/RUNBOOK.md' must be",
+    ),
+    "rules_with_base": (
+        {
+            "decision_dispatcher_alert_rules_file": "/etc/prometheus/rules/dd.rules.yml",
+            "decision_dispatcher_runbook_base_url": "https://wiki.ops.test/dd/RUNBOOK.md",
+        },
+        None,
+    ),
+    "rules_file_with_space": (
+        {
+            "decision_dispatcher_alert_rules_file": "/etc/prom rules/dd.yml",
+            "decision_dispatcher_runbook_base_url": "https://wiki.ops.test/dd/RUNBOOK.md",
+        },
+        "decision_dispatcher_alert_rules_file: '/etc/prom rules/dd.yml' must be",
+    ),
     "absent_archive_with_quote": (
         {"decision_dispatcher_state": "absent", "decision_dispatcher_archive_dir": "/tmp/a'b"},
         "decision_dispatcher_archive_dir: '/tmp/a'b' must be",

@@ -144,3 +144,30 @@ def test_unit_may_write_the_metrics_folder_only_when_outside_the_root(
 ) -> None:
     unit = render("dispatcher.service.j2", decision_dispatcher_metrics_textfile=textfile)
     assert unit_directives(unit)["ReadWritePaths"] == writable
+
+
+def test_alert_rules_render_like_the_role_with_the_same_base_url_rule() -> None:
+    """The role renders the rules with `[[ ]]` (Ansible's template variable_start_string/
+    variable_end_string, configure.yml); scripts/render-alert-rules.py does the same, with
+    the same base URL rule as the role's preflight."""
+    import importlib
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    script = importlib.import_module("render-alert-rules")
+    role_vars = yaml.safe_load((REPO / "roles/decision_dispatcher/vars/main.yml").read_text())
+    assert role_vars["__decision_dispatcher_runbook_base_url_pattern"] == script.BASE_URL_RE.pattern
+    tasks = yaml.safe_load((REPO / "roles/decision_dispatcher/tasks/configure.yml").read_text())
+    (task,) = [
+        t
+        for t in tasks
+        if t.get("ansible.builtin.template", {})
+        .get("src", "")
+        .startswith("decision-dispatcher.rules")
+    ]
+    args = task["ansible.builtin.template"]
+    assert (args["variable_start_string"], args["variable_end_string"]) == ("[[", "]]")
+    text = script.render("https://wiki.ops.test/dd/RUNBOOK.md")
+    assert "[[" not in text and "{{ $labels.instance }}" in text

@@ -1,5 +1,5 @@
 """The state and evidence on every failure path, as HybridOps' own ``hyops`` leaves them
-(CONTRACT.md section 4a): exact ``latest.json`` keys and evidence file names."""
+(docs/RUNNER.md): exact ``latest.json`` keys and evidence file names."""
 
 from __future__ import annotations
 

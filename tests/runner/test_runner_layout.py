@@ -2,7 +2,8 @@
 
 HybridOps reads ``<module_root>/<ref>/spec.yml`` (the folder resolved first) and runs the
 pack's ``stack/playbook.yml`` / ``destroy.playbook.yml``; its manifest check allows only
-``driver``, ``profile`` and ``pack_ref: {id}`` under ``execution`` (CONTRACT.md 4a).
+``driver``, ``profile`` and ``pack_ref: {id}`` under ``execution`` (docs/INTERFACES.md
+"Runner ↔ playbooks").
 """
 
 from __future__ import annotations
