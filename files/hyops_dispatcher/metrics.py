@@ -32,6 +32,7 @@ class MetricsSnapshot(NamedTuple):
     awaiting: Tuple[Tuple[str, int], ...]
     expired: Tuple[Tuple[str, int], ...]
     approvals_dir_readable: bool
+    coalesced_after_approval: int = 0
     last_pass: float = 0.0
     oldest_awaiting_s: float = 0.0
 
@@ -101,6 +102,13 @@ def render_metrics(snap: MetricsSnapshot) -> str:
         "counter",
         "Decision record files handled, by outcome (the ledger's counters).",
         by("outcome", snap.records_total),
+    )
+    family(
+        "coalesced_after_approval_total",
+        "counter",
+        "Decisions folded into a request that was already approved (or needed no approval, "
+        "or was taken away): in no request a person will look at; see `list`.",
+        [("", snap.coalesced_after_approval)],
     )
     family(
         "requests_total",
@@ -176,6 +184,7 @@ class MetricsReport:
             awaiting=approvals.by_route("awaiting", routes),
             expired=approvals.by_route("expired", routes),
             approvals_dir_readable=bool(approvals.readable),
+            coalesced_after_approval=report.counters.get("coalesced_after_approval", 0),
             last_pass=last_pass,
             oldest_awaiting_s=0.0 if oldest is None else max(0.0, now - oldest),
         )
