@@ -65,14 +65,15 @@ def test_the_alerts_the_issue_asks_for_are_there() -> None:
         "DecisionDispatcherDown",
         "DecisionDispatcherMetricsAbsent",
         "DecisionDispatcherUnhealthy",
-        "DecisionDispatcherCutoverAwaitingApproval",
+        "DecisionDispatcherApprovalAwaited",
+        "DecisionDispatcherDecisionAfterApproval",
         "DecisionDispatcherRequestAwaitingApproval",
         "DecisionDispatcherRecordsRejected",
         "DecisionDispatcherRequestExpiredUnapproved",
         "DecisionDispatcherApprovalsUnreadable",
     }
     severities = {a["alert"]: a["labels"]["severity"] for a in alerts()}
-    assert severities["DecisionDispatcherCutoverAwaitingApproval"] == "critical"
+    assert severities["DecisionDispatcherApprovalAwaited"] == "critical"
     assert set(severities.values()) <= {"warning", "critical"}
 
 
