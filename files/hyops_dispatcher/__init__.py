@@ -27,6 +27,7 @@ Shell:
 - watcher: which names need a look in a pass
 - batch: the one write path of requests (durable, then the ledger)
 - approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
+- episodes: the DR episodes decide asks about (ledger, requests and approvals folders)
 - report: counters, the one health rule, state.json
 - metrics: the Prometheus textfile (pure render + writer)
 - inbox: replays asked of the running daemon
@@ -52,6 +53,7 @@ LAYERS = {
         "watcher",
         "batch",
         "approvals",
+        "episodes",
         "report",
         "metrics",
         "inbox",

@@ -86,17 +86,20 @@ def request_path(config: Config, dispatch_id: str) -> str:
     return os.path.join(config.requests_dir, dispatch_id + ".json")
 
 
-def awaits_approval(config: Config, dispatch_id: str, now: float) -> bool:
-    """A request still waits for its approval: it is in the requests folder as
-    `awaiting-approval`, has no approval marker and has not expired (`expires_at`). A
-    request the consumer has taken away is no longer waiting."""
+def approval_now(config: Config, dispatch_id: str, now: float, staged: Optional[str]) -> str:
+    """The approval state of one request now, for the episode rules (decide): approved
+    (its marker), not-required, expired, awaiting, or gone (no request file: taken away).
+    `staged`: the approvals-row state of a request staged in this batch, not yet renamed
+    into the folder (it has just been written: awaiting or not-required). Superseded is
+    not derived here (a superseded request is still awaiting for this purpose)."""
     doc = read_json_quiet(request_path(config, dispatch_id))
-    if doc is None or doc.get("status") != "awaiting-approval":
-        return False
-    if os.path.lexists(approval_marker(config, dispatch_id)):
-        return False
-    expires = parse_iso_utc(doc.get("expires_at"))
-    return expires is None or now < expires
+    if doc is None and staged is not None:
+        return "not-required" if staged == "not-required" else "awaiting"
+    facts = request_facts(doc)
+    if facts is None or facts.dispatch_id != dispatch_id:
+        return "gone"
+    approved = os.path.lexists(approval_marker(config, dispatch_id))
+    return approval_state(facts, approved, False, now)
 
 
 # Ledger meta key: "1" once every request file in the folder has its approvals row.

@@ -70,6 +70,10 @@ class Batch:
             return IN_THIS_BATCH
         return doc
 
+    def is_staged(self, target: str) -> bool:
+        """A request file of this batch, written but not yet renamed into the folder."""
+        return target in self.writes.targets
+
     def stage(self, decision: Decision) -> None:
         assert decision.dispatch_id is not None and decision.request is not None
         target, data = self.target(decision.dispatch_id), dump_json(decision.request)

@@ -72,7 +72,11 @@ ROUTE_KEYS = {
     "requires_approval",
     "coalesce_seconds",
     "approval_ttl_seconds",
+    "supersedes",
 }
+
+# At most this many routes in one route's `supersedes` (schemas/route.schema.json).
+SUPERSEDES_MAX = 16
 
 
 class ConfigError(Exception):
@@ -88,6 +92,9 @@ class Route(NamedTuple):
     requires_approval: Optional[bool] = None
     coalesce_seconds: int = 0
     approval_ttl_seconds: Optional[int] = None
+    # Routes whose episode a request of this route ends, and whose request still
+    # awaiting approval it supersedes (failback: [cutover]). Empty: it ends none.
+    supersedes: Tuple[str, ...] = ()
 
 
 class Config(NamedTuple):
@@ -213,6 +220,22 @@ def parse_route(key: Any, value: Any) -> Route:
         raise ConfigError(
             f"{where}.approval_ttl_seconds: must be an integer from 60 to 2592000; got {short(ttl)}"
         )
+    supersedes = value.get("supersedes", [])
+    if (
+        not isinstance(supersedes, list)
+        or len(supersedes) > SUPERSEDES_MAX
+        or not all(isinstance(s, str) and TYPE_TOKEN_RE.match(s) for s in supersedes)
+        or len(set(supersedes)) != len(supersedes)
+    ):
+        raise ConfigError(
+            f"{where}.supersedes: must be a list of at most {SUPERSEDES_MAX} distinct route "
+            f"keys like ['cutover']; got {short(supersedes)}"
+        )
+    if key in supersedes:
+        raise ConfigError(
+            f"{where}.supersedes: a route cannot supersede itself (coalesce_seconds folds "
+            "its own re-emissions)"
+        )
     return Route(
         key=key,
         target_kind=value["target_kind"],
@@ -222,6 +245,7 @@ def parse_route(key: Any, value: Any) -> Route:
         requires_approval=requires,
         coalesce_seconds=coalesce,
         approval_ttl_seconds=ttl,
+        supersedes=tuple(supersedes),
     )
 
 
@@ -262,6 +286,13 @@ def parse_config(raw: bytes, config_path: str) -> Config:
     routes = {}
     for key, value in routes_obj.items():
         routes[key] = parse_route(key, value)
+    for key, route in routes.items():
+        unknown_routes = [s for s in route.supersedes if s not in routes]
+        if unknown_routes:
+            raise ConfigError(
+                f"routes.{key}.supersedes: {short(unknown_routes[0])} is not a route; "
+                f"routes: {', '.join(sorted(routes))}"
+            )
 
     # The root is the folder above config/ unless the config names it.
     default_root = os.path.dirname(os.path.dirname(config_path))

@@ -15,10 +15,11 @@ import sqlite3
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .approvals import approval_state, awaits_approval, request_facts
+from .approvals import approval_state, request_facts
 from .config import Config
 from .console import err, printable
 from .daemon import start_daemon
+from .episodes import LedgerEpisodes
 from .fsio import open_own_file, read_json_quiet
 from .host import Locked, lock_holder_running
 from .ids import parse_iso_utc
@@ -239,8 +240,9 @@ def cmd_explain(config: Config, ref: str) -> int:
                 existing=lambda dispatch_id: read_json_quiet(
                     os.path.join(config.requests_dir, dispatch_id + ".json")
                 ),
-                last_emit=ledger.last_emits() if ledger is not None else {},
-                still_waiting=lambda dispatch_id: awaits_approval(config, dispatch_id, now),
+                episodes=None
+                if ledger is None
+                else LedgerEpisodes(config, ledger, lambda _path: False, now),
                 look_again=True,
             )
             assert judged is not None  # look_again: never "unchanged"

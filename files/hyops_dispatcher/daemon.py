@@ -12,12 +12,13 @@ import select
 import signal
 import sqlite3
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple
 
-from .approvals import ApprovalBook, awaits_approval
+from .approvals import ApprovalBook
 from .batch import Batch, WriteFailed
 from .config import Config, ConfigError, load_config
-from .decide import Decision, LastEmit, decide
+from .decide import Decision, decide
+from .episodes import LedgerEpisodes
 from .fsio import UnsafeFile, check_own_path, remove_stale_temps
 from .host import Notifier, acquire_lock, release_free_memory
 from .inbox import ReplayInbox
@@ -26,7 +27,7 @@ from .jsonlog import JsonLog
 from .ledger import CLEAN_STOP, LEDGER_BUSY_SECONDS, LEDGER_OPEN_WAIT, Ledger, is_corrupt
 from .metrics import MetricsReport
 from .pipeline import judge_record_file, read_record_bytes
-from .record import RecordRejected, is_handoff, is_record_name, read_valid_record
+from .record import RecordRejected, is_record_name, read_valid_record
 from .report import StateReport
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
 from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
@@ -166,7 +167,6 @@ class Daemon:
         self.metrics = MetricsReport(config, self.report)
         self.closed = False
         self.last_pass = 0.0  # wall clock at the end of the last loop pass (metrics)
-        self.last_emit: Dict[str, LastEmit] = self.ledger.last_emits()
         self.last_poll = 0.0
         # A failed write (disk full, requests folder unwritable, ledger locked) is tried
         # again in-process at this monotonic time, the pause doubling up to a minute.
@@ -311,8 +311,7 @@ class Daemon:
                 now,
                 prior_of=self.ledger.prior,
                 existing=self.batch.existing,
-                last_emit=self.last_emit,
-                still_waiting=lambda dispatch_id: awaits_approval(self.config, dispatch_id, now),
+                episodes=LedgerEpisodes(self.config, self.ledger, self.batch.is_staged, now),
             )
             if judged is None:
                 return 0
@@ -370,12 +369,6 @@ class Daemon:
         self.report.outcome(name, outcome, event)
 
     def _note_emit(self, decision: Decision) -> None:
-        if not is_handoff(decision.decision_id) and decision.route and decision.dispatch_id:
-            last = self.last_emit.get(decision.route)
-            if last is None or decision.decision_epoch >= last.epoch:
-                self.last_emit[decision.route] = LastEmit(
-                    decision.decision_epoch, decision.dispatch_id
-                )
         self.report.emitted(decision)
 
     def finish_batch(self) -> None:
@@ -417,7 +410,6 @@ class Daemon:
             mtime=sig.mtime,
             config=self.config,
             now=now,
-            last_emit={},
             force=True,
         )
         existing = self.batch.existing(decision.dispatch_id) if decision.dispatch_id else None
@@ -608,7 +600,6 @@ class Daemon:
         self.batch.recover(self.log, self.clock())
         self.report.rewind(self.ledger)
         self.index.load()
-        self.last_emit = self.ledger.last_emits()
         was = self.report.recovered()
         self.scan(full=True)
         if self.report.write_problem:

@@ -7,7 +7,7 @@ the same Decision; nothing here reads a file or the clock.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from .config import Config, Route
 from .ids import iso_ts, make_dispatch_id
@@ -34,30 +34,83 @@ def find_route(config: Config, decision_type: str) -> Tuple[Optional[Route], str
     return None, f"no route for decision_type {short(decision_type, 60)}{hint}; routes: {known}"
 
 
-class LastEmit(NamedTuple):
-    """A route's latest request, for coalescing and episodes."""
+class Episode(NamedTuple):
+    """One request of a route and the decisions folded into it: a DR episode."""
 
-    epoch: float  # the decision's time
     dispatch_id: str
+    first: float  # its own decision's time
+    last: float  # the latest decision time folded into it (first when none)
 
 
-def episode_open(route: str, last_emit: Dict[str, LastEmit]) -> Optional[LastEmit]:
-    """The request of the DR episode still open on `route`: its latest request, unless a
-    request on any other route came at or after it (a failback after a cutover ends the
-    outage). None: the next decision on `route` starts a new episode."""
-    last = last_emit.get(route)
-    if last is None:
-        return None
-    for other, emit in last_emit.items():
-        if other != route and emit.epoch >= last.epoch:
-            return None
-    return last
+class EpisodeView(Protocol):
+    """What the ledger (and the batch being written) knows about requests, asked by
+    decide. Synthetic handoff checks are never part of it. The daemon's view is
+    episodes.LedgerEpisodes; tests give a table."""
+
+    def around(self, route: str, epoch: float) -> Tuple[Optional[Episode], Optional[Episode]]:
+        """The route's latest request whose decision time is at or before `epoch`, and
+        its earliest one after `epoch`."""
+
+    def request_between(self, routes: Sequence[str], lo: float, hi: float) -> bool:
+        """A request on one of `routes` whose decision time is within [lo, hi]."""
+
+    def approval(self, dispatch_id: str) -> str:
+        """The request's approval state now: awaiting, approved, expired, not-required,
+        or gone (taken out of the requests folder)."""
 
 
-def latest_other(route: str, last_emit: Dict[str, LastEmit]) -> Optional[LastEmit]:
-    """The latest request on any route but `route` (the one a new request may supersede)."""
-    others = [emit for other, emit in last_emit.items() if other != route]
-    return max(others, default=None, key=lambda emit: emit.epoch)
+# Approval states of the episode's request, for a decision of the same episode:
+# folded quietly (the request still waits for a person, who will see one request) ...
+FOLD_QUIETLY = ("awaiting",)
+# ... folded and said (the request was approved, needs none, or was taken away: nobody
+# would see this decision otherwise) ...
+FOLD_AND_SAY = ("approved", "not-required", "gone")
+# ... and an expired request is never joined: the next decision gets a new request.
+
+
+def superseding_routes(config: Config, route: str) -> Tuple[str, ...]:
+    """The routes that declare `supersedes: [route]`: only their requests end an episode
+    of `route` or supersede its request."""
+    return tuple(sorted(k for k, r in config.routes.items() if route in r.supersedes))
+
+
+def episode_to_join(
+    route: Route, epoch: float, config: Config, episodes: EpisodeView
+) -> Optional[Tuple[Episode, str]]:
+    """The episode a decision of `route` at `epoch` belongs to, and its request's approval
+    state; None: it starts a new episode. It belongs to the route's request nearest in
+    decision time (the one before it first) when its time lies within coalesce_seconds of
+    that episode's decisions (the window slides on the last one), no request of a route
+    declaring `supersedes: [route]` lies in between by decision time, and the request has
+    not expired."""
+    enders = superseding_routes(config, route.key)
+    for episode in episodes.around(route.key, epoch):
+        if episode is None:
+            continue
+        gap = max(episode.first - epoch, epoch - episode.last, 0.0)
+        if gap >= route.coalesce_seconds:
+            continue
+        lo, hi = min(epoch, episode.first), max(epoch, episode.first)
+        if enders and episodes.request_between(enders, lo, hi):
+            continue  # a failback between them: this decision is another outage
+        state = episodes.approval(episode.dispatch_id)
+        if state in FOLD_QUIETLY or state in FOLD_AND_SAY:
+            return episode, state
+    return None
+
+
+def request_superseded(route: Route, epoch: float, episodes: EpisodeView) -> Optional[str]:
+    """The request a new request of `route` at `epoch` supersedes: of the routes `route`
+    declares, the latest request whose decision time is not after `epoch`, when it still
+    awaits approval (the latest such one when several routes are declared)."""
+    found: Optional[Episode] = None
+    for other in route.supersedes:
+        before, _after = episodes.around(other, epoch)
+        if before is None or (found is not None and before.first <= found.first):
+            continue
+        if episodes.approval(before.dispatch_id) == "awaiting":
+            found = before
+    return None if found is None else found.dispatch_id
 
 
 class Decision(NamedTuple):
@@ -71,6 +124,14 @@ class Decision(NamedTuple):
     route: Optional[str] = None
     dispatch_id: Optional[str] = None
     request: Optional[dict] = None
+    # coalesced: the approval state of the request it was folded into (FOLD_AND_SAY:
+    # the daemon says it, as event coalesced-after-approval and its counter).
+    folded_into: str = ""
+
+    @property
+    def said(self) -> bool:
+        """Folded into a request a person will not look at again: said, never silent."""
+        return self.outcome == "coalesced" and self.folded_into in FOLD_AND_SAY
 
 
 def decide(
@@ -80,15 +141,14 @@ def decide(
     mtime: float,
     config: Config,
     now: float,
-    last_emit: Dict[str, LastEmit],
+    episodes: Optional[EpisodeView] = None,
     force: bool = False,
-    still_waiting: Optional[Callable[[str], bool]] = None,
 ) -> Decision:
-    """Route one valid record (a ValidRecord, or a dict that is validated here). `last_emit`
-    maps route -> LastEmit (each route's latest request), for coalescing within a DR
-    episode. `still_waiting(dispatch_id)` says whether an earlier request still waits
-    for its approval (the new one then names it in `supersedes`). `force` (replay) skips
-    the stale, skipped and coalesce rules but never the route or the future rule."""
+    """Route one valid record (a ValidRecord, or a dict that is validated here).
+    `episodes` says what requests exist, for coalescing within a DR episode and for
+    `supersedes` (None: no request exists, as for replay and validate-handoff). `force`
+    (replay) skips the stale, skipped, coalesce and supersede rules but never the route
+    or the future rule."""
     valid = (
         record if isinstance(record, ValidRecord) else ValidRecord(record, *validate_record(record))
     )
@@ -122,24 +182,35 @@ def decide(
             f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it",
         )
     # Coalescing folds re-emissions of ONE outage; never into an earlier episode's request.
-    last = episode_open(route.key, last_emit)
-    if (
-        not force
-        and route.coalesce_seconds > 0
-        and last is not None
-        and not is_handoff(decision_id)
-        and abs(epoch - last.epoch) < route.coalesce_seconds
-    ):
+    # Replays and synthetic checks join no episode and supersede nothing.
+    view = None if force or is_handoff(decision_id) else episodes
+    joined = None
+    if view is not None and route.coalesce_seconds > 0:
+        joined = episode_to_join(route, epoch, config, view)
+    if joined is not None:
+        episode, state = joined
+        reason = f"within coalesce_seconds {route.coalesce_seconds} of {episode.dispatch_id} "
+        if state in FOLD_AND_SAY:
+            how = {
+                "approved": "was approved before this decision arrived",
+                "not-required": "needed no approval and was released",
+                "gone": "was taken out of the requests folder",
+            }[state]
+            reason += (
+                f"(route {route.key}), which {how}: this decision is in no request; "
+                f"if that run did not happen or failed, use 'replay {decision_id}'"
+            )
+        else:
+            reason += f"(route {route.key}, awaiting approval)"
         return base._replace(
             outcome="coalesced",
-            dispatch_id=last.dispatch_id,
-            reason=f"within coalesce_seconds {route.coalesce_seconds} of {last.dispatch_id} "
-            f"(route {route.key})",
+            dispatch_id=episode.dispatch_id,
+            reason=reason,
+            folded_into=state,
         )
-    older = None if force or is_handoff(decision_id) else latest_other(route.key, last_emit)
     supersedes = None
-    if older is not None and still_waiting is not None and still_waiting(older.dispatch_id):
-        supersedes = older.dispatch_id
+    if view is not None and route.supersedes:
+        supersedes = request_superseded(route, epoch, view)
     request = build_request(
         doc,
         decision_id=decision_id,

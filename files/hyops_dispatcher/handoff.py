@@ -73,7 +73,6 @@ def cmd_validate_handoff(config: Config, decision_type: Optional[str], timeout: 
         mtime=now,
         config=config,
         now=now,
-        last_emit={},
     )
     assert expected.request is not None and expected.dispatch_id is not None
     dispatch_id = expected.dispatch_id

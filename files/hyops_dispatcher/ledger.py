@@ -13,7 +13,6 @@ import sqlite3
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .decide import LastEmit
 from .fsio import UnsafeFile, check_own_path, open_own_file
 from .ids import compact_ts
 from .jsonlog import JsonLog
@@ -350,28 +349,51 @@ class Ledger:
         )
         return {r[0] for r in rows}
 
-    def last_emits(self) -> Dict[str, LastEmit]:
-        """route -> LastEmit, its latest request, for every route that has one in the
-        ledger (a route since removed from the config still ends an episode); for
-        coalescing and episodes. Synthetic handoff checks never count."""
-        result: Dict[str, LastEmit] = {}
-        routes = [
-            r[0]
-            for r in self.db.execute(
-                "SELECT DISTINCT route FROM decisions WHERE outcome = 'emitted' "
-                "AND route IS NOT NULL"
-            )
-        ]
+    # --- reads: episodes (episodes.LedgerEpisodes). Rows of this batch count too: they
+    # are in the open transaction, which this connection sees. Synthetic handoff checks
+    # never count.
+    def request_around(
+        self, route: str, epoch: float
+    ) -> Tuple[Optional[Tuple[str, float]], Optional[Tuple[str, float]]]:
+        """(dispatch_id, decision_epoch) of the route's latest request at or before
+        `epoch` and of its earliest request after it."""
+        query = (
+            "SELECT dispatch_id, decision_epoch FROM decisions INDEXED BY decisions_emitted "
+            "WHERE outcome = 'emitted' AND route = ? AND decision_epoch {op} ? "
+            "AND decision_id NOT LIKE ? ORDER BY decision_epoch {order} LIMIT 1"
+        )
+        args = (route, epoch, HANDOFF_PREFIX + "%")
+        before = self.db.execute(query.format(op="<=", order="DESC"), args).fetchone()
+        after = self.db.execute(query.format(op=">", order="ASC"), args).fetchone()
+        return (None if before is None else tuple(before), None if after is None else tuple(after))
+
+    def last_folded(self, dispatch_id: str) -> Optional[float]:
+        """The latest decision time folded into a request (its own, or coalesced)."""
+        return self.db.execute(
+            "SELECT max(decision_epoch) FROM decisions WHERE dispatch_id = ? "
+            "AND outcome IN ('emitted', 'coalesced')",
+            (dispatch_id,),
+        ).fetchone()[0]
+
+    def request_between(self, routes: List[str], lo: float, hi: float) -> bool:
+        """A request on one of `routes` whose decision time is within [lo, hi]."""
         for route in routes:
             row = self.db.execute(
-                "SELECT decision_epoch, dispatch_id FROM decisions "
-                "WHERE outcome = 'emitted' AND route = ? AND decision_epoch IS NOT NULL "
-                "AND decision_id NOT LIKE ? ORDER BY decision_epoch DESC LIMIT 1",
-                (route, HANDOFF_PREFIX + "%"),
+                "SELECT 1 FROM decisions INDEXED BY decisions_emitted WHERE outcome = 'emitted' "
+                "AND route = ? AND decision_epoch BETWEEN ? AND ? AND decision_id NOT LIKE ? "
+                "LIMIT 1",
+                (route, lo, hi, HANDOFF_PREFIX + "%"),
             ).fetchone()
             if row is not None:
-                result[route] = LastEmit(*row)
-        return result
+                return True
+        return False
+
+    def approval_row(self, dispatch_id: str) -> Optional[Tuple[str, Optional[float]]]:
+        """(state, expires_at) of a request's approvals row (open, approved, not-required)."""
+        row = self.db.execute(
+            "SELECT state, expires_at FROM approvals WHERE dispatch_id = ?", (dispatch_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def live_outcome_counts(self, outcomes: Tuple[str, ...]) -> Dict[str, int]:
         """Files present now with one of `outcomes`, by outcome (one scan, at load)."""

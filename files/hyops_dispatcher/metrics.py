@@ -35,6 +35,7 @@ class MetricsSnapshot(NamedTuple):
     approvals_dir_readable: bool
     awaiting_operator: Tuple[Tuple[str, int], ...]  # (outcome, files), OPERATOR_OUTCOMES
     reload_ok: bool
+    coalesced_after_approval: int = 0
     last_pass: float = 0.0
     oldest_awaiting_s: float = 0.0
 
@@ -104,6 +105,13 @@ def render_metrics(snap: MetricsSnapshot) -> str:
         "counter",
         "Decision record files handled, by outcome (the ledger's counters).",
         by("outcome", snap.records_total),
+    )
+    family(
+        "coalesced_after_approval_total",
+        "counter",
+        "Decisions folded into a request that was already approved (or needed no approval, "
+        "or was taken away): in no request a person will look at; see `list`.",
+        [("", snap.coalesced_after_approval)],
     )
     family(
         "requests_total",
@@ -202,6 +210,7 @@ class MetricsReport:
                 (k, index.awaiting_operator.get(k, 0)) for k in sorted(OPERATOR_OUTCOMES)
             ),
             reload_ok=report.reload_ok,
+            coalesced_after_approval=report.counters.get("coalesced_after_approval", 0),
             last_pass=last_pass,
             oldest_awaiting_s=0.0 if oldest is None else max(0.0, now - oldest),
         )

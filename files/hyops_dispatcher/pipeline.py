@@ -9,10 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 from .config import Config
-from .decide import LastEmit, decide
+from .decide import EpisodeView, decide
 from .record import RecordRejected, read_valid_record
 from .verdicts import (
     READ,
@@ -81,13 +81,12 @@ def judge_record_file(
     *,
     prior_of: Callable[[str], Optional[PriorDecision]],
     existing: Callable[[str], Optional[dict]],
-    last_emit: Dict[str, LastEmit],
+    episodes: Optional[EpisodeView],
     look_again: bool = False,
-    still_waiting: Optional[Callable[[str], bool]] = None,
 ) -> Optional[Judged]:
     """read -> judge -> decide for one record file: the daemon and `explain` both call
     this. `prior_of` looks a decision up in the ledger, `existing` the request file at a
-    dispatch id, `still_waiting` whether a request still waits for approval. None:
+    dispatch id, `episodes` what requests exist (DR episodes, supersedes). None:
     unchanged since it was handled (nothing to do)."""
     verdict = judge_file(sig, name, config, known, now, look_again)
     if verdict.action == SKIP:
@@ -109,8 +108,7 @@ def judge_record_file(
                     mtime=sig.mtime,
                     config=config,
                     now=now,
-                    last_emit=last_emit,
-                    still_waiting=still_waiting,
+                    episodes=episodes,
                 )
                 outcome = Outcome.of_decision(decision)
                 if decision.outcome == "emitted":

@@ -26,6 +26,10 @@ from .release import running
 from .states import EXECUTION_MODE, OUTCOMES, SCHEMA_VERSION, VERSION
 from .verdicts import Outcome
 
+# state.json `counters`: records per outcome, then decisions folded into a request nobody
+# will look at again (decide.Decision.said) and failures not caused by a record.
+COUNTERS = (*OUTCOMES, "coalesced_after_approval", "errors")
+
 # state.json is rewritten at most this often while records keep arriving.
 STATE_MIN_INTERVAL = 0.5
 
@@ -54,8 +58,7 @@ class StateReport:
     ) -> None:
         self.log = log
         self.monotonic = monotonic  # intervals; wall time only for timestamps
-        self.counters: Dict[str, int] = {k: 0 for k in OUTCOMES}
-        self.counters["errors"] = 0
+        self.counters: Dict[str, int] = {k: 0 for k in COUNTERS}
         self.last_dispatch_id = ""
         self.last_decision_id = ""
         self.last_error = ""
@@ -93,8 +96,7 @@ class StateReport:
         """A batch was rolled back: counters and last ids go back to the ledger's last
         commit (what really happened); the errors seen since are kept."""
         errors = self.counters["errors"]
-        self.counters = {k: 0 for k in OUTCOMES}
-        self.counters["errors"] = 0
+        self.counters = {k: 0 for k in COUNTERS}
         self.restore(ledger, rebuilt=False)
         self.counters["errors"] = max(errors, self.counters["errors"])
         self.dirty = True
@@ -115,6 +117,10 @@ class StateReport:
         self.counters[outcome.outcome] = self.counters.get(outcome.outcome, 0) + 1
         level = "WARNING" if outcome.outcome in ("rejected", "unrouted", "stale") else "INFO"
         request = outcome.decision.request if outcome.decision is not None else None
+        if outcome.decision is not None and outcome.decision.said:
+            # Never silent: folded into a request approved (or released) before it came.
+            self.counters["coalesced_after_approval"] += 1
+            event, level = event or "coalesced-after-approval", "WARNING"
         self.log.event(
             event or outcome.outcome,
             level=level,

@@ -70,7 +70,30 @@ CONFIG_ERRORS = [
     ({"routes": route_over("cutover", coalesce_seconds=-1)}, "coalesce_seconds"),
     ({"routes": route_over("cutover", approval_ttl_seconds=59)}, "approval_ttl_seconds"),
     ({"routes": route_over("cutover", colour="red")}, "routes.cutover.colour: unknown key"),
+    ({"routes": route_over("failback", supersedes="cutover")}, "routes.failback.supersedes: must"),
+    (
+        {"routes": route_over("failback", supersedes=["Cutover"])},
+        "routes.failback.supersedes: must",
+    ),
+    (
+        {"routes": route_over("failback", supersedes=["cutover", "cutover"])},
+        "routes.failback.supersedes: must be a list of at most 16 distinct",
+    ),
+    (
+        {"routes": route_over("failback", supersedes=["failback"])},
+        "routes.failback.supersedes: a route cannot supersede itself",
+    ),
+    (
+        {"routes": route_over("failback", supersedes=["cut-over"])},
+        "routes.failback.supersedes: 'cut-over' is not a route; routes: cutover, failback",
+    ),
 ]
+
+
+def test_route_supersedes_is_declared_and_defaults_to_nothing() -> None:
+    cfg = config(routes=route_over("failback", supersedes=["cutover"]))
+    assert cfg.routes["failback"].supersedes == ("cutover",)
+    assert cfg.routes["cutover"].supersedes == ()
 
 
 @pytest.mark.parametrize(("over", "message"), CONFIG_ERRORS, ids=[m for _, m in CONFIG_ERRORS])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hyops_dispatcher.approvals import awaits_approval
+from hyops_dispatcher.approvals import approval_now
 from hyops_dispatcher.config import parse_config
 from hyops_dispatcher.daemon import start_daemon
 from hyops_dispatcher.ids import iso_ts
@@ -111,9 +111,18 @@ def test_coalescing_window_survives_a_restart(tmp_path: Path) -> None:
     assert outcomes["f2.json"]["outcome"] == "coalesced"
     assert outcomes["f2.json"]["dispatch_id"] == outcomes["f1.json"]["dispatch_id"]
     assert outcomes["c1.json"]["outcome"] == "emitted"  # another route: its own window
+    # The window slides on the episode's last decision (fb-2, now), not on its request
+    # (fb-1, 500 s ago): 700 s after the request, 200 s after fb-2, still the same episode.
     put(records, "f3.json", record("fb-3", "failback", timestamp_utc=now_iso(+200)))
     daemon.scan(full=True)
-    assert daemon.ledger.get_file("f3.json")["outcome"] == "emitted"
+    assert daemon.ledger.get_file("f3.json")["outcome"] == "coalesced"
+    daemon.stop()
+    # ... and that survives a restart too (the folded decisions are in the ledger).
+    daemon, records = make(tmp_path, clock, routes=routes)
+    put(records, "f4.json", record("fb-4", "failback", timestamp_utc=now_iso(+250)))
+    daemon.scan(full=True)
+    assert daemon.ledger.get_file("f4.json")["outcome"] == "coalesced"
+    assert daemon.ledger.get_file("f4.json")["dispatch_id"] == outcomes["f1.json"]["dispatch_id"]
     daemon.stop()
 
 
@@ -275,9 +284,10 @@ def test_a_request_on_disk_without_its_ledger_row_is_adopted_after_a_crash(
     ledger.close()
 
 
-def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
-    """What `supersedes` asks (issue 9): awaiting = in the requests folder as
-    awaiting-approval, no approval marker, not expired."""
+def test_approval_now_reads_status_marker_expiry_and_the_batch(tmp_path: Path) -> None:
+    """What the episode rules ask (issues 9, 15): awaiting = in the requests folder as
+    awaiting-approval, no approval marker, not expired; a request staged in this batch
+    (not yet in the folder) is judged by its approvals row; a request taken away is gone."""
     requests, approvals = tmp_path / "requests", tmp_path / "approvals"
     requests.mkdir()
     approvals.mkdir()
@@ -294,19 +304,32 @@ def test_awaits_approval_reads_status_marker_and_expiry(tmp_path: Path) -> None:
     cfg = parse_config(json.dumps(raw).encode(), str(tmp_path / "config" / "config.json"))
     now = time.time()
 
-    def request(name: str, **doc: Any) -> str:
-        (requests / f"{name}.json").write_text(json.dumps(doc))
-        return name
+    def request(tag: str, **doc: Any) -> str:
+        dispatch_id = f"dispatch-20260921T141140Z-cutover-0000000{tag}"
+        doc["dispatch_id"] = dispatch_id
+        (requests / f"{dispatch_id}.json").write_text(json.dumps(doc))
+        return dispatch_id
 
-    waiting = request("w", status="awaiting-approval")
-    queued = request("q", status="queued")
-    approved = request("a", status="awaiting-approval")
-    (approvals / "a.approved.json").write_text("{}")
-    expired = request("e", status="awaiting-approval", expires_at=iso_ts(now - 1))
-    later = request("l", status="awaiting-approval", expires_at=iso_ts(now + 60))
-    got = {n: awaits_approval(cfg, n, now) for n in (waiting, queued, approved, expired, later)}
-    got["gone"] = awaits_approval(cfg, "gone", now)
-    assert got == {"w": True, "q": False, "a": False, "e": False, "l": True, "gone": False}
+    ids = {
+        "awaiting": request("a", status="awaiting-approval"),
+        "not-required": request("b", status="queued"),
+        "approved": request("c", status="awaiting-approval"),
+        "expired": request("d", status="awaiting-approval", expires_at=iso_ts(now - 1)),
+        "later": request("e", status="awaiting-approval", expires_at=iso_ts(now + 60)),
+    }
+    (approvals / f"{ids['approved']}.approved.json").write_text("{}")
+    got = {k: approval_now(cfg, i, now, None) for k, i in ids.items()}
+    assert got == {
+        "awaiting": "awaiting",
+        "not-required": "not-required",
+        "approved": "approved",
+        "expired": "expired",
+        "later": "awaiting",
+    }
+    gone = "dispatch-20260921T141140Z-cutover-0000000f"
+    assert approval_now(cfg, gone, now, None) == "gone"
+    assert approval_now(cfg, gone, now, "open") == "awaiting"  # staged in this batch
+    assert approval_now(cfg, gone, now, "not-required") == "not-required"
 
 
 def test_names_are_taken_oldest_first_once_each(tmp_path: Path) -> None:

@@ -2,29 +2,97 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import pytest
-from hyops_dispatcher.decide import LastEmit, decide
+from hyops_dispatcher.decide import Episode, decide
 from hyops_dispatcher.jsontext import DEPTH_CUT, dump_json, json_depth
 from hyops_dispatcher.record import REQUEST_DEPTH_MAX
 
 from .conftest import assert_valid
 from .pure import NOW, NOW_ISO, config, rec, route_over
 
-LAST = {"failback": LastEmit(NOW - 100, "dispatch-20260921T141140Z-failback-aaaaaaaa")}
 
-CUTOVER_LAST = LastEmit(NOW - 200, "dispatch-20260921T141140Z-cutover-cccccccc")
-# The last cutover request, then a failback request after it: the episode is over.
-EPISODE_ENDED = {"cutover": CUTOVER_LAST, "failback": LAST["failback"]}
-# A failback before the last cutover: that cutover's episode is still open.
-EPISODE_OPEN = {"cutover": CUTOVER_LAST, "failback": LastEmit(NOW - 300, LAST["failback"][1])}
+class Row(NamedTuple):
+    """One request a fake EpisodeView knows: its route, id, decision times, approval."""
+
+    route: str
+    dispatch_id: str
+    first: float
+    last: float
+    approval: str = "awaiting"
+
+
+class Requests:
+    """decide.EpisodeView as a table (the daemon's is episodes.LedgerEpisodes)."""
+
+    def __init__(self, *rows: Row) -> None:
+        self.rows = rows
+
+    def around(self, route: str, epoch: float) -> tuple[Episode | None, Episode | None]:
+        mine = sorted((r for r in self.rows if r.route == route), key=lambda r: r.first)
+        before = [r for r in mine if r.first <= epoch]
+        after = [r for r in mine if r.first > epoch]
+
+        def ep(r: Row) -> Episode:
+            return Episode(r.dispatch_id, r.first, r.last)
+
+        return (ep(before[-1]) if before else None, ep(after[0]) if after else None)
+
+    def request_between(self, routes: Sequence[str], lo: float, hi: float) -> bool:
+        return any(r.route in routes and lo <= r.first <= hi for r in self.rows)
+
+    def approval(self, dispatch_id: str) -> str:
+        return next(r.approval for r in self.rows if r.dispatch_id == dispatch_id)
+
+
+def at(offset: float) -> str:
+    """A record timestamp `offset` seconds from NOW."""
+    return datetime.fromtimestamp(NOW + offset, tz=UTC).isoformat()
+
+
+FB_ID = "dispatch-20260921T141140Z-failback-aaaaaaaa"
+CUT_ID = "dispatch-20260921T141140Z-cutover-cccccccc"
+# rec() is decided at NOW - 200 (its timestamp_utc).
+LAST = Requests(Row("failback", FB_ID, NOW - 100, NOW - 100, "not-required"))
+CUTOVER_LAST = Row("cutover", CUT_ID, NOW - 200, NOW - 200)
+# The cutover request, then a failback request after it (NOW - 100).
+EPISODE_ENDED = Requests(CUTOVER_LAST, Row("failback", FB_ID, NOW - 100, NOW - 100))
+# A failback before the cutover: that cutover's episode is still open.
+EPISODE_OPEN = Requests(CUTOVER_LAST, Row("failback", FB_ID, NOW - 300, NOW - 300))
+
+
+def declared(cutover: dict[str, Any], failback: Any = ("cutover",)) -> dict[str, Any]:
+    """Routes with cutover overrides and failback declaring `supersedes` (None: nothing)."""
+    routes = route_over("cutover", **cutover)
+    if failback is not None:
+        routes["failback"]["supersedes"] = list(failback)
+    return routes
+
+
+def slid(first: float, last: float, approval: str = "awaiting") -> Requests:
+    return Requests(Row("cutover", CUT_ID, NOW + first, NOW + last, approval))
+
+
+C600 = {"coalesce_seconds": 600}
+C3600 = {"coalesce_seconds": 3600}
 
 DECIDE_CASES = [
-    # id, record, config overrides, last_emit, force, outcome, reason part, status
-    ("routed", rec(), {}, {}, False, "emitted", "", "awaiting-approval"),
-    ("global-no-approval", rec(), {"require_approval": False}, {}, False, "emitted", "", "queued"),
-    ("route-no-approval", rec(decision_type="failback"), {}, {}, False, "emitted", "", "queued"),
+    # id, record, config overrides, episodes, force, outcome, reason part, status
+    ("routed", rec(), {}, None, False, "emitted", "", "awaiting-approval"),
+    (
+        "global-no-approval",
+        rec(),
+        {"require_approval": False},
+        None,
+        False,
+        "emitted",
+        "",
+        "queued",
+    ),
+    ("route-no-approval", rec(decision_type="failback"), {}, None, False, "emitted", "", "queued"),
     (
         "route-overrides-global",
         rec(decision_type="cutover"),
@@ -119,10 +187,10 @@ DECIDE_CASES = [
         "awaiting-approval",
     ),
     (
-        # A failback after the last cutover ended that outage: a new cutover request.
-        "episode-ended-by-other-route",
-        rec(),
-        {"routes": route_over("cutover", coalesce_seconds=600)},
+        # A failback (declared: supersedes [cutover]) after the cutover ended that outage.
+        "episode-ended-by-a-declared-route",
+        rec(timestamp_utc=at(-50)),
+        {"routes": declared(C600)},
         EPISODE_ENDED,
         False,
         "emitted",
@@ -130,14 +198,108 @@ DECIDE_CASES = [
         "awaiting-approval",
     ),
     (
+        # Issue 15: a route that declares nothing ends no episode.
+        "undeclared-route-ends-nothing",
+        rec(timestamp_utc=at(-50)),
+        {"routes": declared(C600, failback=None)},
+        EPISODE_ENDED,
+        False,
+        "coalesced",
+        CUT_ID,
+        None,
+    ),
+    (
+        # By decision time: a late cutover stamped before the failback joins its outage.
+        "late-decision-before-the-failback-joins-its-outage",
+        rec(timestamp_utc=at(-150)),
+        {"routes": declared(C600)},
+        EPISODE_ENDED,
+        False,
+        "coalesced",
+        CUT_ID,
+        None,
+    ),
+    (
         "same-episode-coalesced",
         rec(),
-        {"routes": route_over("cutover", coalesce_seconds=600)},
+        {"routes": declared(C600)},
         EPISODE_OPEN,
         False,
         "coalesced",
-        "dispatch-20260921T141140Z-cutover-cccccccc",
+        CUT_ID,
         None,
+    ),
+    (
+        # The window slides on the episode's last decision, not its request's.
+        "window-slides-on-the-last-decision",
+        rec(timestamp_utc=at(-200)),
+        {"routes": declared(C3600)},
+        slid(-5000, -300),
+        False,
+        "coalesced",
+        CUT_ID,
+        None,
+    ),
+    (
+        "window-past-the-last-decision",
+        rec(timestamp_utc=at(-200)),
+        {"routes": declared(C3600)},
+        slid(-5000, -3900),
+        False,
+        "emitted",
+        "",
+        "awaiting-approval",
+    ),
+    (
+        # An earlier re-emission delivered late still joins (the window has two sides).
+        "late-decision-before-the-request-joins",
+        rec(timestamp_utc=at(-700)),
+        {"routes": declared(C3600)},
+        slid(-200, -100),
+        False,
+        "coalesced",
+        CUT_ID,
+        None,
+    ),
+    (
+        "expired-request-is-never-joined",
+        rec(),
+        {"routes": declared(C3600)},
+        slid(-300, -300, "expired"),
+        False,
+        "emitted",
+        "",
+        "awaiting-approval",
+    ),
+    (
+        "approved-request-folds-and-says-so",
+        rec(),
+        {"routes": declared(C3600)},
+        slid(-1200, -1200, "approved"),
+        False,
+        "coalesced",
+        "was approved before this decision arrived",
+        None,
+    ),
+    (
+        "request-taken-away-folds-and-says-so",
+        rec(),
+        {"routes": declared(C3600)},
+        slid(-1200, -1200, "gone"),
+        False,
+        "coalesced",
+        "taken out of the requests folder",
+        None,
+    ),
+    (
+        "replay-joins-nothing",
+        rec(),
+        {"routes": declared(C3600)},
+        slid(-300, -300),
+        True,
+        "emitted",
+        "replayed",
+        "awaiting-approval",
     ),
     (
         "future-refused",
@@ -201,7 +363,7 @@ DECIDE_CASES = [
 def test_decide(
     record: dict[str, Any],
     over: dict[str, Any],
-    last: dict[str, Any],
+    last: Any,
     force: bool,
     outcome: str,
     reason: str,
@@ -214,11 +376,12 @@ def test_decide(
         mtime=NOW,
         config=cfg,
         now=NOW,
-        last_emit=last,
+        episodes=last or None,
         force=force,
     )
     assert decision.outcome == outcome
     assert reason in decision.reason
+
     if status is None:
         assert decision.request is None
     else:
@@ -229,85 +392,73 @@ def test_decide(
         assert_valid("dispatch-request", decision.request)
 
 
-@pytest.mark.parametrize("awaiting", [True, False])
-def test_a_request_names_the_other_routes_request_still_awaiting_approval(awaiting: bool) -> None:
-    asked: list[str] = []
-
-    def awaits(dispatch_id: str) -> bool:
-        asked.append(dispatch_id)
-        return awaiting
-
+@pytest.mark.parametrize(
+    ("approval", "outcome", "said"),
+    [
+        ("awaiting", "coalesced", False),
+        ("approved", "coalesced", True),
+        ("not-required", "coalesced", True),
+        ("gone", "coalesced", True),
+        ("expired", "emitted", False),
+    ],
+)
+def test_a_decision_folded_after_approval_is_said(approval: str, outcome: str, said: bool) -> None:
+    """Issue 15: folded into a request nobody will look at again -> `said` (the daemon logs
+    coalesced-after-approval and counts it); the reason names the request and replay."""
     decision = decide(
-        rec(decision_type="failback"),
+        rec(),
         record_path="/srv/records/r.json",
         mtime=NOW,
-        config=config(),
+        config=config(routes=declared(C3600)),
         now=NOW,
-        last_emit={"cutover": CUTOVER_LAST},
-        still_waiting=awaits,
+        episodes=slid(-1200, -600, approval),
     )
-    assert asked == [CUTOVER_LAST.dispatch_id]
-    assert decision.request is not None
-    assert decision.request.get("supersedes") == (CUTOVER_LAST.dispatch_id if awaiting else None)
+    assert (decision.outcome, decision.said) == (outcome, said)
+    if said:
+        assert CUT_ID in decision.reason and f"replay {rec()['decision_id']}" in decision.reason
+
+
+def _supersedes(routes: dict[str, Any], requests: Requests, **record: Any) -> str | None:
+    decision = decide(
+        rec(decision_type="failback", **record),
+        record_path="/srv/records/r.json",
+        mtime=NOW,
+        config=config(routes=routes),
+        now=NOW,
+        episodes=requests,
+    )
+    assert decision.outcome == "emitted" and decision.request is not None
     assert_valid("dispatch-request", decision.request)
+    return decision.request.get("supersedes")
 
 
-DRILL_ROUTE = {
-    "target_kind": "module",
-    "target_ref": "platform/network/dr-drill@v1",
-    "target_env": "dr",
-    "execution_plane": "runner-local",
-}
+@pytest.mark.parametrize("approval", ["awaiting", "approved", "expired", "gone", "not-required"])
+def test_a_request_names_the_declared_routes_request_still_awaiting(approval: str) -> None:
+    requests = Requests(CUTOVER_LAST._replace(approval=approval))
+    expected = CUT_ID if approval == "awaiting" else None
+    assert _supersedes(declared({}), requests) == expected
 
 
-@pytest.mark.parametrize("drill_later", [True, False])
-def test_the_request_superseded_is_the_latest_other_one_by_decision_time(
-    drill_later: bool,
-) -> None:
-    """Two other routes each have a request still awaiting approval: the new request names
-    the one decided last (by decision time, not by route or by the order they are held in)."""
-    drill = LastEmit(
-        CUTOVER_LAST.epoch + (50 if drill_later else -50),
-        "dispatch-20260921T141150Z-drill-dddddddd",
+def test_a_route_that_declares_nothing_supersedes_nothing() -> None:
+    assert _supersedes(declared({}, failback=None), Requests(CUTOVER_LAST)) is None
+
+
+def test_only_a_request_whose_decision_time_is_not_after_the_new_one_is_superseded() -> None:
+    """A late failback stamped before the cutover supersedes nothing; a tie does."""
+    requests = Requests(CUTOVER_LAST)  # decided at NOW - 200
+    assert _supersedes(declared({}), requests, timestamp_utc=at(-1400)) is None
+    assert _supersedes(declared({}), requests, timestamp_utc=at(-200)) == CUT_ID
+
+
+def test_of_several_declared_routes_the_latest_awaiting_request_is_named() -> None:
+    drain = Row("edge-drain", "dispatch-20260921T141140Z-edge-drain-dddddddd", NOW - 150, NOW - 150)
+    routes = declared({}, failback=("cutover", "edge-drain"))
+    routes["edge-drain"] = {**routes["cutover"], "target_ref": "platform/network/edge-drain@v1"}
+    assert _supersedes(routes, Requests(CUTOVER_LAST, drain), timestamp_utc=at(-10)) == (
+        drain.dispatch_id
     )
-    latest = drill if drill_later else CUTOVER_LAST
-    routes = {**route_over("failback"), "drill": DRILL_ROUTE}
-    for last_emit in (
-        {"cutover": CUTOVER_LAST, "drill": drill},
-        {"drill": drill, "cutover": CUTOVER_LAST},
-    ):
-        decision = decide(
-            rec(decision_type="failback"),
-            record_path="/srv/records/r.json",
-            mtime=NOW,
-            config=config(routes=routes),
-            now=NOW,
-            last_emit=last_emit,
-            still_waiting=lambda _id: True,
-        )
-        assert decision.request is not None
-        assert decision.request.get("supersedes") == latest.dispatch_id, list(last_emit)
-
-
-def test_a_synthetic_request_always_awaits_approval_and_says_so() -> None:
-    decision = decide(
-        rec(decision_id="handoff-check-1", decision_type="failback"),
-        record_path="/srv/records/r.json",
-        mtime=NOW,
-        config=config(require_approval=False),
-        now=NOW,
-        last_emit={"cutover": CUTOVER_LAST},
-        still_waiting=lambda _id: True,  # a synthetic check supersedes nothing
-    )
-    req = decision.request
-    assert req is not None and "supersedes" not in req
-    assert (req["status"], req["requires_approval"], req["approval_source"], req["synthetic"]) == (
-        "awaiting-approval",
-        True,
-        "synthetic",
-        True,
-    )
-    assert_valid("dispatch-request", req)
+    approved = drain._replace(approval="approved")
+    assert _supersedes(routes, Requests(CUTOVER_LAST, approved), timestamp_utc=at(-10)) == CUT_ID
 
 
 def test_carried_checks_are_cut_at_the_request_depth() -> None:
@@ -320,7 +471,6 @@ def test_carried_checks_are_cut_at_the_request_depth() -> None:
         mtime=NOW,
         config=config(),
         now=NOW,
-        last_emit={},
     )
     assert decision.request is not None
     assert json_depth(dump_json(decision.request).decode()) == REQUEST_DEPTH_MAX
@@ -335,7 +485,6 @@ def test_request_carries_record_fields_and_expiry() -> None:
         mtime=NOW,
         config=cfg,
         now=NOW,
-        last_emit={},
     )
     req = decision.request
     assert req["rationale"] is None and req["checks"] == []

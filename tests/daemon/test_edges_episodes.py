@@ -1,6 +1,9 @@
-"""Issue 9, DR episodes: a request on another route ends the episode (a second outage is
-never folded into the first one's request), a failback names the cutover request it
-supersedes, and the approval TTL stays visible (expired requests are listed as expired)."""
+"""DR episodes (issues 9 and 15): relations between routes are declared in the route
+config (`supersedes: [cutover]` on failback); a request on a declaring route ends the
+episode (a second outage is never folded into the first one's request) and names the
+request it supersedes; a route that declares nothing does neither; the coalescing window
+slides on the episode's last decision; a decision folded after its request was approved
+is said (outcome reason, log line, counter, metric); the approval TTL stays visible."""
 
 from __future__ import annotations
 
@@ -8,17 +11,31 @@ import json
 from typing import Any
 
 import pytest
+from promtool_helpers import parse_metrics
 
 from .conftest import ROUTES, Root, assert_valid, cli, now_iso, record, wait_for
 from .edges import LIBFAKETIME, PY
+from .request_seed import approve
 
 pytestmark = pytest.mark.slow
 
 
 def _routes(**cutover: Any) -> dict[str, Any]:
+    """The test routes, failback declaring that it supersedes cutover."""
     routes = json.loads(json.dumps(ROUTES))
     routes["cutover"].update(cutover)
+    routes["failback"]["supersedes"] = ["cutover"]
     return routes
+
+
+# A no-approval route that declares nothing (examples/inputs.typical.yml has one).
+EDGE_DRAIN = {
+    "target_kind": "module",
+    "target_ref": "platform/network/edge-drain@v1",
+    "target_env": "prod",
+    "execution_plane": "bastion-explicit",
+    "requires_approval": False,
+}
 
 
 def _outcome(root: Root, name: str) -> str:
@@ -59,7 +76,7 @@ def test_second_outage_after_a_failback_gets_its_own_cutover_request(root: Root,
 
 
 def test_failback_supersedes_the_cutover_still_awaiting_approval(root: Root, spawn) -> None:
-    root.write_config(settle_seconds=0)
+    root.write_config(settle_seconds=0, routes=_routes())
     daemon = spawn(PY, root).wait_ready()
     assert (
         _drop_and_wait(root, "c1.json", record("sup-c1", timestamp_utc=now_iso(-60))) == "emitted"
@@ -139,4 +156,165 @@ def test_failback_request_names_the_cutover_request_it_supersedes(root: Root, sp
     assert "supersedes" not in by_source["s-f2"]
     for doc in by_source.values():
         assert_valid("dispatch-request", doc)
+    assert daemon.stop() == 0
+
+
+def _metric(root: Root, name: str, **labels: str) -> float:
+    text = (root.path / "state" / "metrics.prom").read_text()
+    return parse_metrics(text).value("hyops_decision_dispatcher_" + name, **labels)
+
+
+def _awaiting(root: Root, route: str, after: str) -> Any:
+    """(status's awaiting count, the metrics file's awaiting gauge of `route`), once
+    state.json has caught up with decision `after` and the two agree."""
+
+    def agreed() -> Any:
+        status = json.loads(cli(PY, root, "status", "--json").stdout)
+        if status.get("last_decision_id") != after:
+            return None
+        try:
+            gauge = _metric(root, "requests_awaiting_approval", route=route)
+        except (OSError, KeyError):
+            return None
+        count = status.get("approvals", {}).get("awaiting")
+        return (count, gauge) if count == gauge else None
+
+    return wait_for(agreed, 10, f"status and metrics agree after {after}")
+
+
+def test_an_undeclared_route_never_silences_a_pending_cutover(root: Root, spawn) -> None:
+    """Issue 15: routine traffic on a route that declares nothing (edge-drain, no approval)
+    neither supersedes the cutover awaiting approval nor ends its episode."""
+    routes = json.loads(json.dumps(ROUTES))
+    routes["cutover"]["coalesce_seconds"] = 3600
+    routes["edge-drain"] = EDGE_DRAIN
+    root.write_config(settle_seconds=0, routes=routes)
+    daemon = spawn(PY, root).wait_ready()
+    assert _drop_and_wait(root, "c1.json", record("u-c1", timestamp_utc=now_iso(-60))) == "emitted"
+    drain = record("u-d1", "edge-drain", timestamp_utc=now_iso(-30))
+    assert _drop_and_wait(root, "d1.json", drain) == "emitted"
+    by_source = {d["source_decision_id"]: d for d in root.request_docs()}
+    assert "supersedes" not in by_source["u-d1"]
+    assert _awaiting(root, "cutover", "u-d1") == (1, 1)
+    # The same outage's next cutover is still folded: edge-drain did not end the episode.
+    assert _drop_and_wait(root, "c2.json", record("u-c2", timestamp_utc=now_iso(-5))) == (
+        "coalesced"
+    )
+    assert sorted(d["source_decision_id"] for d in root.request_docs()) == ["u-c1", "u-d1"]
+    assert daemon.stop() == 0
+
+
+def test_a_late_failback_stamped_before_the_cutover_supersedes_nothing(root: Root, spawn) -> None:
+    """A failback whose decision time is before the cutover's (delivered late) belongs to
+    an earlier episode: the cutover still awaits approval and pages."""
+    root.write_config(settle_seconds=0, routes=_routes())
+    daemon = spawn(PY, root).wait_ready()
+    assert _drop_and_wait(root, "c1.json", record("l-c1", timestamp_utc=now_iso(-10))) == "emitted"
+    late = record("l-f0", "failback", timestamp_utc=now_iso(-1210))
+    assert _drop_and_wait(root, "f0.json", late) == "emitted"
+    by_source = {d["source_decision_id"]: d for d in root.request_docs()}
+    assert "supersedes" not in by_source["l-f0"]
+    assert _awaiting(root, "cutover", "l-f0") == (1, 1)
+    assert daemon.stop() == 0
+
+
+def test_a_failback_in_the_same_batch_supersedes_its_staged_cutover(root: Root) -> None:
+    """Deterministic whatever the timing: both records in one pass (one batch), the
+    cutover's request still staged when the failback is decided."""
+    root.write_config(settle_seconds=0, routes=_routes())
+    root.drop("a-c1.json", record("b-c1", timestamp_utc=now_iso(-60)))
+    root.drop("b-f1.json", record("b-f1", "failback", timestamp_utc=now_iso(-30)))
+    assert cli(PY, root, "once").returncode == 0
+    by_source = {d["source_decision_id"]: d for d in root.request_docs()}
+    assert by_source["b-f1"].get("supersedes") == by_source["b-c1"]["dispatch_id"]
+
+
+def test_one_request_for_a_two_hour_outage_re_emitted_every_600_s(root: Root, spawn) -> None:
+    """The typical example's story: coalesce_seconds 3600, the decision service re-emits
+    every 600 s for 2 h (13 decisions), an edge-drain in the middle and the request
+    approved after the third decision: one cutover request; the decisions folded after
+    the approval are said, each one (log line, counter, metric)."""
+    approvals = root.path / "approvals"
+    approvals.mkdir()
+    routes = _routes(coalesce_seconds=3600)
+    routes["edge-drain"] = EDGE_DRAIN
+    root.write_config(settle_seconds=0, approvals_dir=str(approvals), routes=routes)
+    daemon = spawn(PY, root).wait_ready()
+    outcomes = []
+    for i in range(13):
+        offset = -7200 + 600 * i
+        outcomes.append(
+            _drop_and_wait(
+                root, f"c{i:02}.json", record(f"lo-c{i:02}", timestamp_utc=now_iso(offset))
+            )
+        )
+        if i == 2:
+            (first,) = root.request_docs()
+            approve(approvals, first["dispatch_id"])
+        if i == 5:
+            drain = record("lo-d1", "edge-drain", timestamp_utc=now_iso(offset + 60))
+            assert _drop_and_wait(root, "d1.json", drain) == "emitted"
+    assert outcomes == ["emitted"] + ["coalesced"] * 12
+    cutovers = [d for d in root.request_docs() if d["route"] == "cutover"]
+    assert [d["source_decision_id"] for d in cutovers] == ["lo-c00"]
+    said = [e for e in root.log_lines() if e.get("event") == "coalesced-after-approval"]
+    assert sorted(e["decision_id"] for e in said) == [f"lo-c{i:02}" for i in range(3, 13)]
+    assert all(e["dispatch_id"] == cutovers[0]["dispatch_id"] for e in said)
+    assert all(e["level"] == "WARNING" for e in said)
+    wait_for(
+        lambda: root.state()["counters"].get("coalesced_after_approval") == 10, 5, "the counter"
+    )
+    assert_valid("dispatcher-state", root.state())
+    wait_for(lambda: _metric(root, "coalesced_after_approval_total") == 10, 5, "the metric")
+    assert daemon.stop() == 0
+
+
+def test_a_failed_first_failover_is_never_silent_and_can_be_dispatched_again(
+    root: Root, spawn
+) -> None:
+    """The cutover request was approved and its run failed; the decision service asks
+    again 20 minutes later. That decision is folded, and says so where an operator looks
+    (list, log, status counter, metric); `replay` makes the new request, and the next
+    re-emission folds into that one (awaiting approval, so quietly)."""
+    approvals = root.path / "approvals"
+    approvals.mkdir()
+    root.write_config(
+        settle_seconds=0, approvals_dir=str(approvals), routes=_routes(coalesce_seconds=3600)
+    )
+    daemon = spawn(PY, root).wait_ready()
+    assert _drop_and_wait(root, "c1.json", record("ff-c1", timestamp_utc=now_iso(-1800))) == (
+        "emitted"
+    )
+    (first,) = root.request_docs()
+    approve(approvals, first["dispatch_id"])
+    assert _drop_and_wait(root, "c2.json", record("ff-c2", timestamp_utc=now_iso(-600))) == (
+        "coalesced"
+    )
+    reason = root.outcomes()["c2.json"][1]
+    assert "approved" in reason and first["dispatch_id"] in reason and "replay ff-c2" in reason
+    (line,) = [e for e in root.log_lines() if e.get("event") == "coalesced-after-approval"]
+    assert (line["decision_id"], line["dispatch_id"], line["level"]) == (
+        "ff-c2",
+        first["dispatch_id"],
+        "WARNING",
+    )
+    listing = cli(PY, root, "list").stdout
+    assert "ff-c2" in listing and "approved" in listing
+    wait_for(
+        lambda: root.state()["counters"].get("coalesced_after_approval") == 1, 5, "the counter"
+    )
+    wait_for(lambda: _metric(root, "coalesced_after_approval_total") == 1, 5, "the metric")
+    # The operator dispatches it again: a new request, awaiting approval (it pages).
+    replayed = cli(PY, root, "replay", "ff-c2", "--timeout", "10")
+    assert replayed.returncode == 0, replayed.stderr
+    by_source = {d["source_decision_id"]: d for d in root.request_docs()}
+    assert by_source["ff-c2"]["status"] == "awaiting-approval"
+    assert _awaiting(root, "cutover", "ff-c2") == (1, 1)
+    # The next re-emission joins the new request (awaiting: no second page, no warning).
+    assert _drop_and_wait(root, "c3.json", record("ff-c3", timestamp_utc=now_iso(-10))) == (
+        "coalesced"
+    )
+    assert root.outcomes()["c3.json"][1].count(by_source["ff-c2"]["dispatch_id"]) == 1
+    said = [e for e in root.log_lines() if e.get("event") == "coalesced-after-approval"]
+    assert [e["decision_id"] for e in said] == ["ff-c2"]
     assert daemon.stop() == 0

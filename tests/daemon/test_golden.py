@@ -40,7 +40,7 @@ def run_case(case: str) -> dict[str, Any]:
     )
     record = parse_record((GOLDEN / f"{case}.record.json").read_bytes())
     path = f"{cfg.records_dir}/{case}.json"
-    decision = decide(record, record_path=path, mtime=MTIME, config=cfg, now=NOW, last_emit={})
+    decision = decide(record, record_path=path, mtime=MTIME, config=cfg, now=NOW)
     return {
         "outcome": decision.outcome,
         "reason": decision.reason,
@@ -80,7 +80,7 @@ out = {}
 for case in sys.argv[6:]:
     record = parse_record(open(golden + "/" + case + ".record.json", "rb").read())
     path = cfg.records_dir + "/" + case + ".json"
-    dec = decide(record, record_path=path, mtime=mtime, config=cfg, now=now, last_emit={})
+    dec = decide(record, record_path=path, mtime=mtime, config=cfg, now=now)
     out[case] = {"outcome": dec.outcome, "reason": dec.reason,
                  "dispatch_id": dec.dispatch_id, "request": dec.request}
 print(json.dumps(out))

@@ -88,7 +88,6 @@ def test_replay_refuses_a_decision_whose_request_is_already_there(python: str, r
         mtime=0.0,
         config=cfg,
         now=time.time(),
-        last_emit={},
         force=True,
     )
     target = root.requests / f"{decision.dispatch_id}.json"
@@ -105,9 +104,7 @@ def test_replay_refuses_a_dispatch_id_owned_by_another_decision(python: str, roo
     root.drop("f.json", doc)
     once(python, root)
     cfg = load_config(str(root.config))
-    decision = decide(
-        doc, record_path="f", mtime=0.0, config=cfg, now=time.time(), last_emit={}, force=True
-    )
+    decision = decide(doc, record_path="f", mtime=0.0, config=cfg, now=time.time(), force=True)
     target = root.requests / f"{decision.dispatch_id}.json"
     target.write_text(json.dumps({**decision.request, "source_decision_id": "someone-else"}))
     result = cli(python, root, "replay", "old-x")

@@ -272,9 +272,7 @@ def emitted_decision() -> Any:
         "decision_type": "cutover",
         "timestamp_utc": "2026-09-21T14:13:00Z",
     }
-    decision = decide(
-        doc, record_path="/srv/records/a.json", mtime=0, config=CFG, now=NOW, last_emit={}
-    )
+    decision = decide(doc, record_path="/srv/records/a.json", mtime=0, config=CFG, now=NOW)
     assert decision.outcome == "emitted"
     return decision
 

@@ -73,7 +73,8 @@ def test_the_alerts_the_issue_asks_for_are_there() -> None:
         "DecisionDispatcherDown",
         "DecisionDispatcherMetricsAbsent",
         "DecisionDispatcherUnhealthy",
-        "DecisionDispatcherCutoverAwaitingApproval",
+        "DecisionDispatcherApprovalAwaited",
+        "DecisionDispatcherDecisionAfterApproval",
         "DecisionDispatcherRequestAwaitingApproval",
         "DecisionDispatcherRecordNotDispatched",
         "DecisionDispatcherRequestExpiredUnapproved",
@@ -83,7 +84,7 @@ def test_the_alerts_the_issue_asks_for_are_there() -> None:
     severities: dict[str, set[str]] = {}
     for a in alerts():
         severities.setdefault(a["alert"], set()).add(a["labels"]["severity"])
-    assert severities["DecisionDispatcherCutoverAwaitingApproval"] == {"critical"}
+    assert severities["DecisionDispatcherApprovalAwaited"] == {"critical"}
     assert severities["DecisionDispatcherRecordNotDispatched"] == {"critical"}
     # Down: critical during an open episode, a warning otherwise (issue 16).
     assert severities["DecisionDispatcherDown"] == {"warning", "critical"}

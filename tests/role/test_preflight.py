@@ -70,6 +70,10 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "coalesce_seconds": 604801}}},
         DAEMON,
     ),
+    "supersedes_unknown_route": (
+        {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "supersedes": ["failback"]}}},
+        DAEMON,
+    ),
     "bad_plane": (
         {"decision_dispatcher_routes": {"cutover": {**GOOD_ROUTE, "execution_plane": "ssh"}}},
         DAEMON,
