@@ -75,12 +75,14 @@ def cmd_run(config: Config, once: bool) -> int:
 
 HELP_EPILOG = """\
 exit codes:
-  0  ok
+  0  ok (status: healthy)
   1  runtime failure (cannot start, disk error, 'status' cannot read state.json)
   2  usage error
   3  invalid config (systemd does not restart on this one: fix the config first)
   4  another dispatcher already runs on this root (the lock is held)
   5  validate-handoff failed
+  6  status: no daemon runs (crashed or stopped)
+  7  status: a daemon runs but is not healthy (degraded, starting, stopping)
 
 signals (while 'run'): SIGTERM/SIGINT finish the write in hand and exit; SIGHUP reloads
 the config (a bad new config is refused and the old one kept); SIGUSR1 runs a check of the

@@ -28,7 +28,14 @@ from .ledger import Ledger
 from .pipeline import judge_record_file
 from .record import DECISION_ID_RE, is_record_name
 from .report import judge_health
-from .states import APPROVAL_STATES, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from .states import (
+    APPROVAL_STATES,
+    EXIT_DEGRADED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+)
 from .verdicts import FileSig
 
 
@@ -42,16 +49,33 @@ def cmd_check_config(config: Config) -> int:
 
 
 def read_status(config: Config) -> Tuple[dict, bool]:
-    """state.json plus liveness and the health verdict; (doc, state_readable)."""
+    """state.json plus liveness and the health verdict; (doc, state_readable). `status`
+    is the judged state (report.judge_liveness), state.json's own word is
+    `reported_status`."""
     doc = read_json_quiet(config.state_file)
-    readable = doc is not None
+    readable = doc is not None or not os.path.lexists(config.state_file)
     doc = dict(doc or {})
     running = lock_holder_running(config.lock_file)
     now = time.time()
     doc.update(judge_health(doc, running, config.heartbeat_seconds, now))
+    if not readable:
+        doc["status"] = "unknown"
+        doc["status_reason"] = f"cannot read {config.state_file}"
     doc["state_file"] = config.state_file
     add_approval_ages(doc, now)
     return doc, readable
+
+
+def status_exit(doc: dict, readable: bool) -> int:
+    """0 only when healthy, as `systemctl is-active`; 6 no daemon runs (crashed or
+    stopped), 7 one runs but is not healthy, 1 state.json cannot be read."""
+    if not readable:
+        return EXIT_RUNTIME
+    if doc.get("healthy"):
+        return EXIT_OK
+    if doc.get("status") in ("crashed", "stopped"):
+        return EXIT_NOT_RUNNING
+    return EXIT_DEGRADED
 
 
 def add_approval_ages(doc: dict, now: float) -> None:
@@ -73,11 +97,12 @@ def cmd_status(config: Config, as_json: bool) -> int:
         print(json.dumps(doc, sort_keys=True))
     else:
         if not readable:
-            print(f"no state yet ({config.state_file} missing or unreadable)")
+            print(f"state.json unreadable ({config.state_file})")
         print(f"healthy:          {'yes' if doc['healthy'] else 'NO'}")
         print(f"running:          {'yes' if doc['running'] else 'no'}")
+        reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
+        print(printable(f"{'status:':<18}{doc['status']}{reason}"))
         for key in (
-            "status",
             "timestamp_utc",
             "state_age_s",
             "watcher",
@@ -96,7 +121,7 @@ def cmd_status(config: Config, as_json: bool) -> int:
         for key, value in sorted((doc.get("counters") or {}).items()):
             print(f"  {printable(key) + ':':<16}{printable(value)}")
         print_approvals(doc)
-    return EXIT_OK if readable else EXIT_RUNTIME
+    return status_exit(doc, readable)
 
 
 def print_approvals(doc: dict) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .config import Config, is_int
 from .decide import Decision
@@ -33,15 +33,50 @@ STATE_MIN_INTERVAL = 0.5
 def judge_health(doc: dict, running: bool, heartbeat_seconds: float, now: float) -> dict:
     """THE freshness rule (`status --json` -> `healthy`; the role asks for it): a process
     holds the lock, state.json says `running`, and it was written within 2 x heartbeat
-    + 5 s (the daemon rewrites it at least every heartbeat)."""
+    + 5 s (the daemon rewrites it at least every heartbeat). Also the judged `status`
+    (see judge_liveness) next to what state.json said (`reported_status`)."""
     ts = parse_iso_utc(doc.get("timestamp_utc"))
     age = None if ts is None else round(now - ts, 3)
     fresh = age is not None and age <= 2 * heartbeat_seconds + 5
+    reported = doc.get("status") if isinstance(doc.get("status"), str) else None
+    status, reason = judge_liveness(reported, running, fresh, age)
     return {
         "running": running,
         "state_age_s": age,
-        "healthy": bool(running and fresh and doc.get("status") == "running"),
+        "healthy": status == "running",
+        "status": status,
+        "reported_status": reported,
+        "status_reason": reason,
     }
+
+
+def judge_liveness(
+    reported: Optional[str], running: bool, fresh: bool, age: Optional[float]
+) -> Tuple[str, str]:
+    """What the daemon is, from the lock and state.json: (state, why). The lock is the
+    truth about a process: without it the state is `stopped` (state.json says so, or
+    there is none) or `crashed` (it says anything else: the process died without its
+    last word), never `running`. With it: `running` only when state.json is fresh and
+    says running; a stale one is `degraded`."""
+    if not running:
+        if reported is None:
+            return "stopped", "no state.json yet and no process holds the lock"
+        if reported == "stopped":
+            return "stopped", "stopped cleanly; no process holds the lock"
+        return "crashed", f"state.json says {reported} but no process holds the lock"
+    if reported is None:
+        return "starting", "a process holds the lock; no state.json yet"
+    if reported == "running" and not fresh:
+        return "degraded", f"state.json not rewritten for {age} s (loop stuck?)"
+    if reported in ("running", "starting", "stopping", "degraded"):
+        reasons = {
+            "running": "",
+            "starting": "first pass not done yet",
+            "stopping": "stopping",
+            "degraded": "cannot use the records folder or write requests (see last_error)",
+        }
+        return reported, reasons[reported]
+    return "degraded", f"state.json says {reported} while a process holds the lock"
 
 
 class StateReport:

@@ -56,7 +56,7 @@ def test_records_become_valid_requests_and_state(python: str, root: Root, spawn)
     assert_valid("dispatcher-state", state)
     assert state["status"] == "stopped"
     status = cli(python, root, "status", "--json")
-    assert status.returncode == 0 and json.loads(status.stdout)["running"] is False
+    assert status.returncode == 6 and json.loads(status.stdout)["running"] is False
     events = [line["event"] for line in root.log_lines()]
     assert events[0] == "started" and events[-1] == "stopped"
     assert events.count("emitted") == 3
@@ -422,7 +422,7 @@ def test_once_and_human_status(python: str, root: Root) -> None:
     again = cli(python, root, "once")
     assert again.returncode == 0 and len(root.request_docs()) == 1
     human = cli(python, root, "status")
-    assert human.returncode == 0
+    assert human.returncode == 6  # no daemon runs: stopped
     assert "healthy:" in human.stdout and "NO" in human.stdout  # not running
     listing = cli(python, root, "list")
     assert "once-1" in listing.stdout and "JSON is an array" in listing.stdout
