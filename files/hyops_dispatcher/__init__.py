@@ -28,6 +28,7 @@ Shell:
 - batch: the one write path of requests (durable, then the ledger)
 - approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
 - report: counters, the one health rule, state.json
+- runconfig: the running config's copy under state/ (read commands fall back to it)
 - metrics: the Prometheus textfile (pure render + writer)
 - inbox: replays asked of the running daemon
 - pipeline: read -> judge -> decide for one record file
@@ -53,6 +54,7 @@ LAYERS = {
         "batch",
         "approvals",
         "report",
+        "runconfig",
         "metrics",
         "inbox",
         "pipeline",

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import stat
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .config import Config, ConfigError, load_config
 from .console import err
@@ -22,15 +22,28 @@ from .handoff import cmd_validate_handoff
 from .host import Locked
 from .jsonlog import open_log
 from .release import running
+from .runconfig import load_running_config, running_copy_path
 from .states import DEFAULT_CONFIG_PATH, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
+# Commands that only read: with an invalid file on disk they use the running config.
+READ_COMMANDS = ("status", "list", "explain", "validate-handoff", "pending")
 
-def _load_or_exit(path: str) -> Config:
+
+def _load_or_exit(path: str, command: str) -> Tuple[Config, Optional[str]]:
+    """The config, and why the file on disk was not used (None when it was)."""
     try:
-        return load_config(path)
+        return load_config(path), None
     except ConfigError as exc:
-        err(f"{exc}")
-        raise SystemExit(EXIT_CONFIG) from None
+        problem = str(exc)
+        running_config = load_running_config(path) if command in READ_COMMANDS else None
+        if running_config is None:
+            err(problem)
+            raise SystemExit(EXIT_CONFIG) from None
+    err(
+        f"{problem}; the file on disk is invalid, using the running config "
+        f"(digest {running_config.digest}, {running_copy_path(running_config)})"
+    )
+    return running_config, problem
 
 
 def _use_inotify() -> bool:
@@ -261,7 +274,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command == "version":
         return cmd_version(args.json)
     try:
-        config = _load_or_exit(args.config)  # the one load; every command gets this Config
+        # the one load; every command gets this Config
+        config, disk_problem = _load_or_exit(args.config, command)
         if command not in ("check-config", "validate-handoff"):
             # validate-handoff writes its synthetic record as root; it only reads state/
             # (with open_own_file's checks).
@@ -274,7 +288,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if command == "check-config":
             return cmd_check_config(config)
         if command == "status":
-            return cmd_status(config, args.json)
+            return cmd_status(config, args.json, disk_problem)
         if command == "list":
             return cmd_list(config, args.json)
         if command == "explain":

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .approvals import approval_state, awaits_approval, request_facts
 from .config import Config
-from .console import err, printable
+from .console import age, err, printable
 from .daemon import start_daemon
 from .fsio import open_own_file, read_json_quiet
 from .host import Locked, lock_holder_running
@@ -91,8 +91,17 @@ def add_approval_ages(doc: dict, now: float) -> None:
             row["age_s"] = round(now - issued, 1)
 
 
-def cmd_status(config: Config, as_json: bool) -> int:
+def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None) -> int:
     doc, readable = read_status(config)
+    doc["config_on_disk"] = (
+        {"valid": False, "error": disk_problem}
+        if disk_problem
+        else {"valid": True, "digest": config.digest}
+    )
+    started = parse_iso_utc(doc.get("started_at"))
+    doc["uptime_s"] = (
+        round(time.time() - started, 1) if doc["running"] and started is not None else None
+    )
     if as_json:
         print(json.dumps(doc, sort_keys=True))
     else:
@@ -102,6 +111,7 @@ def cmd_status(config: Config, as_json: bool) -> int:
         print(f"running:          {'yes' if doc['running'] else 'no'}")
         reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
         print(printable(f"{'status:':<18}{doc['status']}{reason}"))
+        print_identity(doc)
         for key in (
             "timestamp_utc",
             "state_age_s",
@@ -114,14 +124,28 @@ def cmd_status(config: Config, as_json: bool) -> int:
         ):
             if key in doc:
                 print(f"{key + ':':<18}{printable(doc[key])}")
-        code = doc.get("code") or {}
-        if code:
-            release, python = printable(code.get("release")), printable(code.get("python"))
-            print(f"{'code:':<18}{release} (python {python})")
         for key, value in sorted((doc.get("counters") or {}).items()):
             print(f"  {printable(key) + ':':<16}{printable(value)}")
         print_approvals(doc)
     return status_exit(doc, readable)
+
+
+def print_identity(doc: dict) -> None:
+    """Which config and code the daemon runs, its PID and uptime."""
+    digest = doc.get("config_digest") or "?"
+    print(printable(f"{'config:':<18}{doc.get('config_file') or '?'} (digest {digest})"))
+    disk = doc.get("config_on_disk") or {}
+    if not disk.get("valid", True):
+        print(printable(f"{'config on disk:':<18}INVALID ({disk.get('error')})"))
+    elif disk.get("digest") and doc.get("config_digest") and disk["digest"] != digest:
+        print(f"{'config on disk:':<18}digest {disk['digest']}, not loaded (reload to apply)")
+    code = doc.get("code") or {}
+    if code:
+        release, python = printable(code.get("release")), printable(code.get("python"))
+        print(f"{'code:':<18}{release} (python {python})")
+    if doc.get("pid") is not None:
+        up = f", up {age(doc['uptime_s'])}" if doc.get("uptime_s") is not None else ""
+        print(printable(f"{'pid:':<18}{doc['pid']}{up} (since {doc.get('started_at')})"))
 
 
 def print_approvals(doc: dict) -> None:

@@ -28,6 +28,7 @@ from .metrics import MetricsReport
 from .pipeline import judge_record_file, read_record_bytes
 from .record import RecordRejected, is_handoff, is_record_name, read_valid_record
 from .report import StateReport
+from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
 from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
 from .watcher import Watcher
@@ -486,7 +487,18 @@ class Daemon:
         self.metrics = MetricsReport(new, self.report)
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
         self.report.touch()
+        self.keep_config()
         self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
+
+    def keep_config(self) -> None:
+        """The config in force, kept under state/ for the read commands."""
+        try:
+            keep_running_config(self.config)
+        except OSError as exc:
+            self.report.error(
+                f"cannot keep the running config at {running_copy_path(self.config)}: {exc}",
+                level="WARNING",
+            )
 
     def run_forever(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -515,6 +527,7 @@ class Daemon:
                 tracked_files=self.index.tracked,
                 version=VERSION,
             )
+            self.keep_config()
             # READY only after the first pass: "ready" means every file present at start
             # has an outcome (or is pending) and state.json is fresh. That pass lists the
             # folder (new and replaced files); the stat of every file, for files edited in

@@ -238,6 +238,7 @@ class StateReport:
             "pid": os.getpid(),
             "started_at": iso_ts(self.started_at),
             "config_digest": config.digest,
+            "config_file": config.path,
             "watcher": watcher,
             "version": VERSION,
             "code": {k: v for k, v in running().items() if k != "path"},
