@@ -120,14 +120,33 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
             "last_decision_id",
             "processed_count",
             "pending_count",
-            "last_error",
         ):
             if key in doc:
                 print(f"{key + ':':<18}{printable(doc[key])}")
+        print_last_error(doc)
         for key, value in sorted((doc.get("counters") or {}).items()):
             print(f"  {printable(key) + ':':<16}{printable(value)}")
         print_approvals(doc)
     return status_exit(doc, readable)
+
+
+def _ago(iso: Any) -> str:
+    at = parse_iso_utc(iso)
+    return "" if at is None else f"{age(time.time() - at)} ago, {iso}"
+
+
+def print_last_error(doc: dict) -> None:
+    """The error that is still open (with its time), else the last one that cleared."""
+    if doc.get("last_error"):
+        when = _ago(doc.get("last_error_at"))
+        print(printable(f"{'last error:':<18}{doc['last_error']}" + (f" ({when})" if when else "")))
+    if doc.get("last_recovered_at"):
+        print(
+            printable(
+                f"{'recovered:':<18}{_ago(doc['last_recovered_at'])} "
+                f"from: {doc.get('last_recovered_from') or '?'}"
+            )
+        )
 
 
 def print_identity(doc: dict) -> None:

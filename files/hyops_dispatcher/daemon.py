@@ -472,12 +472,13 @@ class Daemon:
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
-            self.report.error(f"reload refused: {exc}; keeping the running config")
+            self.report.error(f"reload refused: {exc}; keeping the running config", cause="reload")
             return
         if new.paths() != self.config.paths():
             self.report.error(
                 "reload refused: root, records, requests, state, ledger or log path "
-                "changed; restart the service for that; keeping the running config"
+                "changed; restart the service for that; keeping the running config",
+                cause="reload",
             )
             return
         # What depends on the config is built again from it; the folders they write stay
@@ -487,6 +488,7 @@ class Daemon:
         self.metrics = MetricsReport(new, self.report)
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
         self.report.touch()
+        self.report.clear("reload")
         self.keep_config()
         self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
 
@@ -494,10 +496,12 @@ class Daemon:
         """The config in force, kept under state/ for the read commands."""
         try:
             keep_running_config(self.config)
+            self.report.clear("running-config")
         except OSError as exc:
             self.report.error(
                 f"cannot keep the running config at {running_copy_path(self.config)}: {exc}",
                 level="WARNING",
+                cause="running-config",
             )
 
     def run_forever(self) -> None:

@@ -205,12 +205,14 @@ class MetricsReport:
                     f"metrics textfile {path}: cannot write ({exc.strerror or exc}); "
                     "retrying, dispatching goes on",
                     level="WARNING",
+                    cause="metrics",
                     file=path,
                 )
                 return True
             return False
         if self.failing:
             self.failing = False
+            self.report.clear("metrics")
             self.report.log.event("recovered", file=path, reason="metrics textfile written again")
         self.written = snap.timeless()
         self.last_write = mono

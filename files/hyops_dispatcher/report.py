@@ -94,6 +94,11 @@ class StateReport:
         self.last_dispatch_id = ""
         self.last_decision_id = ""
         self.last_error = ""
+        self.last_error_at: Optional[float] = None  # wall time of last_error
+        self.last_error_cause: Optional[str] = None  # its lasting cause, if it has one
+        self.problems: Dict[str, Tuple[str, float]] = {}  # cause -> (reason, at), open
+        self.last_recovered_at: Optional[float] = None
+        self.last_recovered_from = ""
         self.records_dir_ok = True
         self.write_problem = ""  # why requests or the ledger cannot be written now
         self.status = "starting"
@@ -168,31 +173,56 @@ class StateReport:
                 count = self.requests_by_route.get(decision.route, 0)
                 self.requests_by_route[decision.route] = count + 1
 
-    def error(self, reason: str, level: str = "ERROR", **fields: Any) -> None:
-        """A failure not caused by a record (disk, folder, refused reload)."""
+    def error(
+        self, reason: str, level: str = "ERROR", cause: Optional[str] = None, **fields: Any
+    ) -> None:
+        """A failure not caused by a record (disk, folder, refused reload). `cause` names
+        a lasting one (write, records-folder, reload, metrics, running-config): clear(cause)
+        ends it. One without a cause stays as last_error, with its time."""
         self.counters["errors"] += 1
-        self.last_error = reason
-        self.dirty = True
+        self._show(reason, cause)
         self.log.event("error", level=level, reason=reason, **fields)
+
+    def _show(self, reason: str, cause: Optional[str]) -> None:
+        now = time.time()
+        self.last_error, self.last_error_at, self.last_error_cause = reason, now, cause
+        if cause is not None:
+            self.problems[cause] = (reason, now)
+        self.dirty = True
+
+    def clear(self, cause: str) -> None:
+        """The cause is gone: its error leaves last_error (kept as last_recovered_from,
+        at last_recovered_at); another open problem, if any, is shown instead."""
+        if self.problems.pop(cause, None) is None:
+            return
+        if self.last_error_cause != cause:
+            return
+        self.last_recovered_from, self.last_recovered_at = self.last_error, time.time()
+        if self.problems:
+            cause_left, (reason, at) = max(self.problems.items(), key=lambda kv: kv[1][1])
+            self.last_error, self.last_error_at, self.last_error_cause = reason, at, cause_left
+        else:
+            self.last_error, self.last_error_at, self.last_error_cause = "", None, None
+        self.dirty = True
 
     def internal_error(self, what: str) -> None:
         """A bug met while handling something (counted, shown in status; not logged here:
         the outcome's line says it)."""
         self.counters["errors"] += 1
-        self.last_error = what
-        self.dirty = True
+        self._show(what, None)
 
     def degraded(self, problem: str, detail: str) -> None:
         """Requests or the ledger cannot be written: `problem` says why (logged once per
         problem, with `detail`), until recovered()."""
         if problem != self.write_problem:
-            self.error(detail)
+            self.error(detail, cause="write")
         self.write_problem = problem
         self.dirty = True
 
     def recovered(self) -> str:
         """Writes work again: the problem is over. Returns what it was."""
         was, self.write_problem = self.write_problem, ""
+        self.clear("write")
         self.dirty = True
         return was
 
@@ -213,10 +243,11 @@ class StateReport:
     def folder_problem(self, reason: str, folder: str) -> None:
         if self.records_dir_ok:  # said once, not on every pass while it lasts
             self.records_dir_ok = False
-            self.error(reason, file=folder)
+            self.error(reason, cause="records-folder", file=folder)
 
     def folder_usable(self, folder: str) -> None:
         self.records_dir_ok = True
+        self.clear("records-folder")
         self.dirty = True
         self.log.event("recovered", reason=f"records folder {folder} is usable again")
 
@@ -244,6 +275,11 @@ class StateReport:
             "code": {k: v for k, v in running().items() if k != "path"},
             "records_dir_ok": self.records_dir_ok,
             "last_error": self.last_error[:300],
+            "last_error_at": None if self.last_error_at is None else iso_ts(self.last_error_at),
+            "last_recovered_at": None
+            if self.last_recovered_at is None
+            else iso_ts(self.last_recovered_at),
+            "last_recovered_from": self.last_recovered_from[:300],
             **self.extra,
         }
 
