@@ -36,6 +36,7 @@ Shell:
 Edge:
 - daemon: the loop (owns retry and health)
 - ctl: check-config, status, list, explain, replay
+- approve: approve and withdraw, the operator's writes about a request
 - handoff: validate-handoff
 - cli: arguments, the config loaded once, dropping root, main()
 """
@@ -59,5 +60,5 @@ LAYERS = {
         "inbox",
         "pipeline",
     ),
-    "edge": ("daemon", "ctl", "handoff", "cli"),
+    "edge": ("daemon", "approve", "ctl", "handoff", "cli"),
 }

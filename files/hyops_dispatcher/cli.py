@@ -14,9 +14,10 @@ import sqlite3
 import stat
 from typing import List, Optional, Tuple
 
+from .approve import cmd_approve, cmd_withdraw
 from .config import Config, ConfigError, load_config
 from .console import err
-from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_replay, cmd_status
+from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_pending, cmd_replay, cmd_status
 from .daemon import start_daemon
 from .handoff import cmd_validate_handoff
 from .host import Locked
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser(
         "run",
-        help="run the daemon in the foreground (the default; systemd runs this)",
+        help="run the daemon in the foreground (systemd runs this)",
         description="Watch the records folder and write requests until stopped.",
     )
     sub.add_parser(
@@ -202,6 +203,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the request (default 30)",
     )
     p = sub.add_parser(
+        "pending",
+        help="the requests waiting for a person, oldest first (what the on-call runs)",
+        description="Requests whose approval state is awaiting, oldest first.",
+        epilog="example:\n  dispatcher.py pending\n  dispatcher.py pending --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser(
+        "approve",
+        help="approve a request: write the consumer's marker, with who and why",
+        description="Write <approvals_dir>/<DISPATCH_ID>.approved.json (approved_by, "
+        "approved_at, note) as the folder's owner and log 'approved'. Refuses a "
+        "superseded, expired, withdrawn or synthetic request unless --force.",
+        epilog="example:\n  dispatcher.py approve dispatch-20260921T141000Z-cutover-0c1d2e3f "
+        "--by alice --note 'INC-42, DB lag confirmed'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dispatch_id", metavar="DISPATCH_ID")
+    p.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded)")
+    p.add_argument("--note", default="", metavar="TEXT", help="why (recorded)")
+    p.add_argument("--force", action="store_true", help="approve a request that is not awaiting")
+    p = sub.add_parser(
+        "withdraw",
+        help="take a request away from the consumer (into state/withdrawn/), with a reason",
+        description="Move the request into <state>/withdrawn/ with a note (who, when, "
+        "why) and log 'withdrawn'. list, status and replay show it as withdrawn.",
+        epilog="example:\n  dispatcher.py withdraw dispatch-20260921T141000Z-cutover-0c1d2e3f "
+        "--reason 'false alarm, probe flapped'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dispatch_id", metavar="DISPATCH_ID")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded)")
+    p.add_argument("--by", default="", metavar="NAME", help="who (default: $SUDO_USER/$USER)")
+    p.add_argument("--force", action="store_true", help="withdraw an approved request too")
+    p = sub.add_parser(
         "replay",
         help="dispatch a decision that was stale, skipped, unrouted or coalesced",
         description="Write the request for a decision the rules held back (the "
@@ -216,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the running daemon's answer (default 30)",
     )
+    # --config also after the subcommand (`status --config PATH`).
+    for choice in sub.choices.values():
+        choice.add_argument(
+            "--config", default=argparse.SUPPRESS, metavar="PATH", help="config file"
+        )
     return parser
 
 
@@ -269,14 +310,18 @@ def cmd_version(as_json: bool) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = args.command or "run"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:  # no arguments: help, never a daemon by surprise (the unit says run)
+        parser.print_help()
+        return EXIT_USAGE
+    command = args.command
     if command == "version":
         return cmd_version(args.json)
     try:
         # the one load; every command gets this Config
         config, disk_problem = _load_or_exit(args.config, command)
-        if command not in ("check-config", "validate-handoff"):
+        if command not in ("check-config", "validate-handoff", "approve"):
             # validate-handoff writes its synthetic record as root; it only reads state/
             # (with open_own_file's checks).
             drop_root(config)
@@ -295,6 +340,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_explain(config, args.record)
         if command == "validate-handoff":
             return cmd_validate_handoff(config, args.decision_type, args.timeout)
+        if command == "pending":
+            return cmd_pending(config, args.json)
+        if command == "approve":
+            return cmd_approve(
+                config, args.dispatch_id, args.by, args.note, args.force, lambda: drop_root(config)
+            )
+        if command == "withdraw":
+            by = (
+                args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+            )
+            return cmd_withdraw(config, args.dispatch_id, args.reason, by, args.force)
         if command == "replay":
             return cmd_replay(config, args.decision_id, args.timeout)
     except SystemExit as exc:

@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .approvals import approval_state, awaits_approval, request_facts
+from .approve import withdrawn_requests
 from .config import Config
 from .console import age, err, printable
 from .daemon import start_daemon
@@ -62,6 +63,7 @@ def read_status(config: Config) -> Tuple[dict, bool]:
         doc["status"] = "unknown"
         doc["status_reason"] = f"cannot read {config.state_file}"
     doc["state_file"] = config.state_file
+    doc["withdrawn_count"] = len(withdrawn_requests(config))
     add_approval_ages(doc, now)
     return doc, readable
 
@@ -170,8 +172,17 @@ def print_identity(doc: dict) -> None:
 def print_approvals(doc: dict) -> None:
     if "approvals" not in doc:
         return
-    readable = "yes" if doc.get("approvals_dir_readable") else "NO (requests count as awaiting)"
-    print(f"{'approvals dir:':<18}{readable}")
+    words = {
+        "readable": "yes",
+        "missing": "no consumer yet (folder missing; requests count as awaiting)",
+        "unreadable": "NO, unreadable (requests count as awaiting)",
+    }
+    state = doc.get("approvals_dir_state") or (
+        "readable" if doc.get("approvals_dir_readable") else "unreadable"
+    )
+    print(f"{'approvals dir:':<18}{words.get(state, state)}")
+    if doc.get("withdrawn_count"):
+        print(f"{'withdrawn:':<18}{doc['withdrawn_count']} (in state/withdrawn/)")
     counts = doc.get("approvals") or {}
     print("requests: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in APPROVAL_STATES))
     if doc.get("oldest_awaiting_age_s") is not None:
@@ -193,6 +204,17 @@ def open_ledger_ro(config: Config) -> Optional[Ledger]:
         return None
 
 
+REQUEST_KEYS = (
+    "dispatch_id",
+    "status",
+    "decision_type",
+    "source_decision_id",
+    "timestamp_utc",
+    "expires_at",
+    "supersedes",
+)
+
+
 def list_requests(config: Config) -> List[dict]:
     result = []
     try:
@@ -205,18 +227,7 @@ def list_requests(config: Config) -> List[dict]:
     readable = os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
     now = time.time()
     for doc in docs:
-        row = {
-            k: doc.get(k)
-            for k in (
-                "dispatch_id",
-                "status",
-                "decision_type",
-                "source_decision_id",
-                "timestamp_utc",
-                "expires_at",
-                "supersedes",
-            )
-        }
+        row = {k: doc.get(k) for k in REQUEST_KEYS}
         facts = request_facts(doc)
         if facts is not None:
             marker = os.path.join(folder, f"{facts.dispatch_id}.approved.json")
@@ -224,7 +235,32 @@ def list_requests(config: Config) -> List[dict]:
             row["approval"] = approval_state(facts, approved, facts.dispatch_id in superseded, now)
             row["age_s"] = round(now - facts.issued_at, 1)
         result.append(row)
+    for doc, note in withdrawn_requests(config):
+        row = {k: doc.get(k) for k in REQUEST_KEYS}
+        row.update(approval="withdrawn", withdrawn=note)
+        facts = request_facts(doc)
+        if facts is not None:
+            row["age_s"] = round(now - facts.issued_at, 1)
+        result.append(row)
     return result
+
+
+def cmd_pending(config: Config, as_json: bool) -> int:
+    """What waits for a person, oldest first."""
+    rows = [r for r in list_requests(config) if r.get("approval") == "awaiting"]
+    rows.sort(key=lambda r: (r.get("timestamp_utc") or "", r.get("dispatch_id") or ""))
+    if as_json:
+        print(json.dumps({"requests": rows}, sort_keys=True))
+        return EXIT_OK
+    print(f"requests awaiting approval: {len(rows)}")
+    for r in rows:
+        print(
+            printable(
+                f"  {r['dispatch_id']}  waiting {age(r.get('age_s'))}  {r.get('decision_type')}"
+                f"  <- {r.get('source_decision_id')}"
+            )
+        )
+    return EXIT_OK
 
 
 def cmd_list(config: Config, as_json: bool) -> int:
@@ -386,6 +422,14 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
     if not os.path.exists(config.ledger_file):
         err(f"no ledger at {config.ledger_file}: nothing has been handled yet")
         return EXIT_RUNTIME
+    for doc, note in withdrawn_requests(config):
+        if doc.get("source_decision_id") == decision_id:
+            err(
+                f"{decision_id} was dispatched as {doc.get('dispatch_id')}, withdrawn at "
+                f"{note.get('withdrawn_at')} by {note.get('withdrawn_by')} "
+                f"({note.get('reason')}); not replayed (a withdrawn decision stays withdrawn)"
+            )
+            return EXIT_RUNTIME
     answer: Optional[dict] = None
     if lock_holder_running(config.lock_file):
         answer = _ask_running_daemon(config, decision_id, timeout)

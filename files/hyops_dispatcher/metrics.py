@@ -175,7 +175,7 @@ class MetricsReport:
             requests_total=tuple((r, report.requests_by_route.get(r, 0)) for r in sorted(requests)),
             awaiting=approvals.by_route("awaiting", routes),
             expired=approvals.by_route("expired", routes),
-            approvals_dir_readable=bool(approvals.readable),
+            approvals_dir_readable=approvals.dir_state() != "unreadable",
             last_pass=last_pass,
             oldest_awaiting_s=0.0 if oldest is None else max(0.0, now - oldest),
         )
