@@ -105,6 +105,24 @@ Environment: HYOPS_DISPATCHER_NO_INOTIFY=1 turns inotify off (polling only).
 """
 
 
+EXAMPLES = {
+    "version": ("", "--json"),
+    "run": ("--config /opt/hybridops/decision-dispatcher/config/config.json",),
+    "once": ("",),
+    "check-config": ("--config /tmp/new-config.json",),
+    "status": ("", "--json | jq .healthy", "; echo $?   # 0 healthy, 6 not running, 7 degraded"),
+    "list": ("", "--json"),
+    "pending": ("", "--json"),
+    "explain": ("decision-20260921T141000Z-cutover-0c1d2e3f", "/tmp/draft-record.json"),
+    "validate-handoff": ("", "--decision-type failback --timeout 60"),
+    "replay": ("decision-20260921T141000Z-cutover-0c1d2e3f",),
+    "approve": (
+        "dispatch-20260921T141000Z-cutover-0c1d2e3f --by alice --note 'INC-42, lag confirmed'",
+    ),
+    "withdraw": ("dispatch-20260921T141000Z-cutover-0c1d2e3f --reason 'false alarm'",),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatcher.py",
@@ -206,8 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
         "pending",
         help="the requests waiting for a person, oldest first (what the on-call runs)",
         description="Requests whose approval state is awaiting, oldest first.",
-        epilog="example:\n  dispatcher.py pending\n  dispatcher.py pending --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser(
@@ -216,9 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write <approvals_dir>/<DISPATCH_ID>.approved.json (approved_by, "
         "approved_at, note) as the folder's owner and log 'approved'. Refuses a "
         "superseded, expired, withdrawn or synthetic request unless --force.",
-        epilog="example:\n  dispatcher.py approve dispatch-20260921T141000Z-cutover-0c1d2e3f "
-        "--by alice --note 'INC-42, DB lag confirmed'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dispatch_id", metavar="DISPATCH_ID")
     p.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded)")
@@ -229,9 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="take a request away from the consumer (into state/withdrawn/), with a reason",
         description="Move the request into <state>/withdrawn/ with a note (who, when, "
         "why) and log 'withdrawn'. list, status and replay show it as withdrawn.",
-        epilog="example:\n  dispatcher.py withdraw dispatch-20260921T141000Z-cutover-0c1d2e3f "
-        "--reason 'false alarm, probe flapped'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dispatch_id", metavar="DISPATCH_ID")
     p.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded)")
@@ -252,8 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the running daemon's answer (default 30)",
     )
-    # --config also after the subcommand (`status --config PATH`).
-    for choice in sub.choices.values():
+    # --config also after the subcommand (`status --config PATH`); an example for each.
+    for name, choice in sub.choices.items():
+        if name in EXAMPLES:
+            choice.epilog = "examples:\n" + "\n".join(
+                f"  dispatcher.py {name}{' ' if line else ''}{line}" for line in EXAMPLES[name]
+            )
+            choice.formatter_class = argparse.RawDescriptionHelpFormatter
         choice.add_argument(
             "--config", default=argparse.SUPPRESS, metavar="PATH", help="config file"
         )
