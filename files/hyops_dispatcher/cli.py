@@ -8,11 +8,14 @@ code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
 import stat
-from typing import List, Optional, Tuple
+import sys
+import time
+from typing import Callable, List, Optional, Tuple
 
 from .approve import cmd_approve, cmd_withdraw
 from .config import Config, ConfigError, load_config
@@ -24,7 +27,15 @@ from .host import Locked
 from .jsonlog import open_log
 from .release import running
 from .runconfig import load_running_config, running_copy_path
-from .states import DEFAULT_CONFIG_PATH, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from .states import (
+    APPROVAL_STATES,
+    DEFAULT_CONFIG_PATH,
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+)
 
 # Commands that only read: with an invalid file on disk they use the running config.
 READ_COMMANDS = ("status", "list", "explain", "validate-handoff", "pending")
@@ -178,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read state.json and the lock: running, healthy, counters, last request.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--watch", type=float, default=0, metavar="S", help="print again every S s")
     p = sub.add_parser(
         "list",
         help="list the requests and every record that was not dispatched",
@@ -186,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "coalesced, with the reason.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--watch", type=float, default=0, metavar="S", help="print again every S s")
+    p.add_argument(
+        "--state",
+        choices=(*APPROVAL_STATES, "withdrawn"),
+        default=None,
+        help="only requests in this approval state",
+    )
+    p.add_argument("--route", default=None, metavar="ROUTE", help="only requests of this route")
     p = sub.add_parser(
         "explain",
         help="show what the dispatcher would do with one record (writes nothing)",
@@ -197,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RECORD",
         help="a record file path, a file name in the records folder, or a decision_id",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     p = sub.add_parser(
         "validate-handoff",
         help="end-to-end check: write a synthetic record, wait for its request, "
@@ -220,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the request (default 30)",
     )
+    p.add_argument("--json", action="store_true", help="print the JSON verdict, not the table")
     p = sub.add_parser(
         "pending",
         help="the requests waiting for a person, oldest first (what the on-call runs)",
@@ -262,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the running daemon's answer (default 30)",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     # --config also after the subcommand (`status --config PATH`); an example for each.
     for name, choice in sub.choices.items():
         if name in EXAMPLES:
@@ -324,7 +347,34 @@ def cmd_version(as_json: bool) -> int:
     return EXIT_OK
 
 
+def watch(seconds: float, show: Callable[[], int]) -> int:
+    """Once, or every `seconds` until interrupted (the screen cleared on a terminal)."""
+    if seconds <= 0:
+        return show()
+    try:
+        while True:
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            show()
+            sys.stdout.flush()
+            time.sleep(max(0.2, seconds))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `list | head`: the reader went away; say nothing, and let no flush at exit fail.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:  # no arguments: help, never a daemon by surprise (the unit says run)
@@ -348,13 +398,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if command == "check-config":
             return cmd_check_config(config)
         if command == "status":
-            return cmd_status(config, args.json, disk_problem)
+            return watch(args.watch, lambda: cmd_status(config, args.json, disk_problem))
         if command == "list":
-            return cmd_list(config, args.json)
+            return watch(args.watch, lambda: cmd_list(config, args.json, args.state, args.route))
         if command == "explain":
             return cmd_explain(config, args.record)
         if command == "validate-handoff":
-            return cmd_validate_handoff(config, args.decision_type, args.timeout)
+            return cmd_validate_handoff(config, args.decision_type, args.timeout, args.json)
         if command == "pending":
             return cmd_pending(config, args.json)
         if command == "approve":
@@ -370,6 +420,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_replay(config, args.decision_id, args.timeout)
     except SystemExit as exc:
         return int(exc.code or 0)
+    except BrokenPipeError:
+        raise  # main() keeps a closed pipe quiet
     except (OSError, sqlite3.Error) as exc:
         err(f"{command}: {exc}")
         return EXIT_RUNTIME

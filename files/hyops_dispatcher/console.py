@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Optional
+from typing import Any, List, Optional, Sequence
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -39,3 +39,19 @@ def age(seconds: Optional[float]) -> str:
     else:
         text = f"{s // 86400}d{s % 86400 // 3600}h" if s % 86400 // 3600 else f"{s // 86400}d"
     return sign + text
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> List[str]:
+    """Aligned columns under a header, every cell `printable`; the last column is not
+    padded."""
+    cells = [[printable(c if c is not None else "-") for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(values: Sequence[str]) -> str:
+        padded = [v.ljust(widths[i]) for i, v in enumerate(values[:-1])] + [values[-1]]
+        return (indent + "  ".join(padded)).rstrip()
+
+    return [line(list(headers))] + [line(row) for row in cells]

@@ -18,11 +18,11 @@ from typing import Any, Dict, List, Optional, Tuple
 from .approvals import approval_state, awaits_approval, request_facts
 from .approve import withdrawn_requests
 from .config import Config
-from .console import age, err, printable
+from .console import age, err, printable, table
 from .daemon import start_daemon
 from .fsio import open_own_file, read_json_quiet
 from .host import Locked, lock_holder_running
-from .ids import parse_iso_utc
+from .ids import iso_ts, parse_iso_utc
 from .inbox import ReplayInbox
 from .jsonlog import open_log
 from .ledger import Ledger
@@ -186,12 +186,25 @@ def print_approvals(doc: dict) -> None:
     counts = doc.get("approvals") or {}
     print("requests: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in APPROVAL_STATES))
     if doc.get("oldest_awaiting_age_s") is not None:
-        print(f"{'oldest awaiting:':<18}{doc['oldest_awaiting_age_s']} s")
-    for row in doc.get("requests_open") or []:
-        print(
-            f"  {row.get('dispatch_id')}  {row.get('approval')}  {row.get('route')}  "
-            f"age {row.get('age_s')} s"
-        )
+        print(f"{'oldest awaiting:':<18}{age(doc['oldest_awaiting_age_s'])}")
+    rows = [r for r in doc.get("requests_open") or [] if isinstance(r, dict)]
+    now = time.time()
+    if rows:
+        cells = [
+            (
+                r.get("dispatch_id"),
+                r.get("approval"),
+                r.get("route"),
+                age(r.get("age_s")),
+                _expires_in(r, now),
+            )
+            for r in rows
+        ]
+        for line in table(("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "EXPIRES IN"), cells):
+            print(line)
+    total = sum(counts.get(s, 0) for s in ("awaiting", "expired", "superseded"))
+    if total > len(rows):
+        print(f"  and {total - len(rows)} more (dispatcher.py pending, list)")
 
 
 def open_ledger_ro(config: Config) -> Optional[Ledger]:
@@ -206,6 +219,8 @@ def open_ledger_ro(config: Config) -> Optional[Ledger]:
 
 REQUEST_KEYS = (
     "dispatch_id",
+    "route",
+    "target_ref",
     "status",
     "decision_type",
     "source_decision_id",
@@ -263,8 +278,24 @@ def cmd_pending(config: Config, as_json: bool) -> int:
     return EXIT_OK
 
 
-def cmd_list(config: Config, as_json: bool) -> int:
-    requests = list_requests(config)
+def _expires_in(row: dict, now: float) -> str:
+    at = parse_iso_utc(row.get("expires_at"))
+    return "-" if at is None else ("expired" if at <= now else age(at - now))
+
+
+def sort_waiting(rows: List[dict]) -> List[dict]:
+    """Oldest first (the one waiting longest on top), then by id."""
+    return sorted(rows, key=lambda r: (-(r.get("age_s") or 0), r.get("dispatch_id") or ""))
+
+
+def cmd_list(
+    config: Config, as_json: bool, state: Optional[str] = None, route: Optional[str] = None
+) -> int:
+    requests = sort_waiting(list_requests(config))
+    if state:
+        requests = [r for r in requests if r.get("approval") == state]
+    if route:
+        requests = [r for r in requests if route in (r.get("route"), r.get("decision_type"))]
     problems: List[dict] = []
     ledger = open_ledger_ro(config)
     if ledger is not None:
@@ -275,20 +306,37 @@ def cmd_list(config: Config, as_json: bool) -> int:
         except sqlite3.Error as exc:
             err(f"cannot read ledger: {exc}")
         ledger.close()
+    now = time.time()
+    for row in problems:
+        handled = row.get("handled_at")
+        row["handled_at"] = iso_ts(handled) if isinstance(handled, (int, float)) else None
+        row["age_s"] = None if handled is None else round(now - handled, 1)
     if as_json:
         print(json.dumps({"requests": requests, "records": problems}, sort_keys=True))
         return EXIT_OK
-    print(f"requests in {config.requests_dir}: {len(requests)}")
-    for req in requests:
-        print(
-            printable(
-                f"  {req['dispatch_id']}  {req['status']}  {req.get('approval', '?')}  "
-                f"age {req.get('age_s')} s  {req['decision_type']}  <- {req['source_decision_id']}"
+    print(f"requests in {config.requests_dir}: {len(requests)} (oldest waiting first)")
+    if requests:
+        rows = [
+            (
+                r["dispatch_id"],
+                r.get("approval", "?"),
+                age(r.get("age_s")),
+                _expires_in(r, now),
+                r.get("target_ref"),
+                r.get("source_decision_id"),
             )
-        )
+            for r in requests
+        ]
+        headers = ("DISPATCH ID", "APPROVAL", "AGE", "EXPIRES IN", "TARGET", "DECISION")
+        for line in table(headers, rows):
+            print(line)
     print(f"records not dispatched (from the ledger): {len(problems)}")
-    for row in problems:
-        print(printable(f"  {row['outcome']:<9} {row['file']}  {row['reason'] or ''}"))
+    if problems:
+        rows = [
+            (p["outcome"], p["file"], age(p.get("age_s")), p.get("reason") or "") for p in problems
+        ]
+        for line in table(("OUTCOME", "FILE", "HANDLED", "REASON"), rows):
+            print(line)
     return EXIT_OK
 
 
