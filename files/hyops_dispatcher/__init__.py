@@ -29,6 +29,7 @@ Shell:
 - approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
 - episodes: the DR episodes decide asks about (ledger, requests and approvals folders)
 - report: counters, the one health rule, state.json
+- runconfig: the running config's copy under state/ (read commands fall back to it)
 - metrics: the Prometheus textfile (pure render + writer)
 - inbox: replays asked of the running daemon
 - pipeline: read -> judge -> decide for one record file
@@ -36,6 +37,7 @@ Shell:
 Edge:
 - daemon: the loop (owns retry and health)
 - ctl: check-config, status, list, explain, replay
+- approve: approve and withdraw, the operator's writes about a request
 - handoff: validate-handoff
 - cli: arguments, the config loaded once, dropping root, main()
 """
@@ -55,9 +57,10 @@ LAYERS = {
         "approvals",
         "episodes",
         "report",
+        "runconfig",
         "metrics",
         "inbox",
         "pipeline",
     ),
-    "edge": ("daemon", "ctl", "handoff", "cli"),
+    "edge": ("daemon", "approve", "ctl", "handoff", "cli"),
 }

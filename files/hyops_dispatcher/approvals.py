@@ -140,6 +140,7 @@ class ApprovalBook:
         self.ledger = ledger
         self.monotonic = monotonic  # the heartbeat interval; expiries are wall time
         self.readable: Optional[bool] = None  # None: not checked yet
+        self.missing: Optional[bool] = None  # the folder does not exist (no consumer yet)
         self.folder_key: Optional[Tuple[int, int]] = None  # (inode, mtime_ns) last checked
         # Request files taken away while stopped are dropped at the first heartbeat, not
         # before READY (a stat per open request).
@@ -224,7 +225,18 @@ class ApprovalBook:
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
             if not os.access(folder, os.R_OK | os.X_OK):
                 raise PermissionError(errno.EACCES, "not readable", folder)
+        except FileNotFoundError:
+            # No consumer installed yet: nothing is unreadable, nothing to alert on.
+            if self.missing is not True:
+                self.log.event(
+                    "approvals-missing",
+                    file=folder,
+                    reason="approvals folder missing: no consumer yet; requests count as awaiting",
+                )
+                self.missing, self.readable, self.dirty = True, False, True
+            return None
         except OSError as exc:
+            self.missing = False
             if self.readable is not False:  # once per streak, not on every pass
                 self.log.event(
                     "approvals-unreadable",
@@ -237,7 +249,8 @@ class ApprovalBook:
                 self.dirty = True
             return None
         if self.readable is False:
-            self.log.event("recovered", reason=f"approvals folder {folder} is readable again")
+            self.log.event("recovered", reason=f"approvals folder {folder} is readable now")
+        self.missing = False
         if self.readable is not True:
             self.readable = True
             self.dirty = True
@@ -339,6 +352,12 @@ class ApprovalBook:
         names = set(routes) | {r for r, s in self.counts if s == state}
         return tuple((r, self.counts.get((r, state), 0)) for r in sorted(names))
 
+    def dir_state(self) -> str:
+        """readable, missing (no consumer yet) or unreadable."""
+        if self.readable:
+            return "readable"
+        return "missing" if self.missing else "unreadable"
+
     def state_fields(self) -> dict:
         """What state.json says about approvals (status adds the ages)."""
         totals = {s: 0 for s in APPROVAL_STATES}
@@ -347,6 +366,7 @@ class ApprovalBook:
         return {
             "approvals": totals,
             "approvals_dir_readable": bool(self.readable),
+            "approvals_dir_state": self.dir_state(),
             "oldest_awaiting_timestamp_utc": None
             if self.oldest_awaiting is None
             else iso_ts(self.oldest_awaiting),

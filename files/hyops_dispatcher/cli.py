@@ -8,30 +8,54 @@ code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
 import stat
 import sys
-from typing import List, Optional
+import time
+from typing import Callable, List, Optional, Tuple
 
+from .approve import cmd_approve, cmd_withdraw
 from .config import Config, ConfigError, load_config
 from .console import err
-from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_replay, cmd_status
+from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_pending, cmd_replay, cmd_status
 from .daemon import start_daemon
 from .handoff import cmd_validate_handoff
 from .host import Locked
 from .jsonlog import JournalLines, journal_stream, open_log
 from .release import running
-from .states import DEFAULT_CONFIG_PATH, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from .runconfig import load_running_config, running_copy_path
+from .states import (
+    APPROVAL_STATES,
+    DEFAULT_CONFIG_PATH,
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+)
+
+# Commands that only read: with an invalid file on disk they use the running config.
+READ_COMMANDS = ("status", "list", "explain", "validate-handoff", "pending")
 
 
-def _load_or_exit(path: str) -> Config:
+def _load_or_exit(path: str, command: str) -> Tuple[Config, Optional[str]]:
+    """The config, and why the file on disk was not used (None when it was)."""
     try:
-        return load_config(path)
+        return load_config(path), None
     except ConfigError as exc:
-        err(f"{exc}")
-        raise SystemExit(EXIT_CONFIG) from None
+        problem = str(exc)
+        running_config = load_running_config(path) if command in READ_COMMANDS else None
+        if running_config is None:
+            err(problem)
+            raise SystemExit(EXIT_CONFIG) from None
+    err(
+        f"{problem}; the file on disk is invalid, using the running config "
+        f"(digest {running_config.digest}, {running_copy_path(running_config)})"
+    )
+    return running_config, problem
 
 
 def _use_inotify() -> bool:
@@ -76,18 +100,38 @@ def cmd_run(config: Config, once: bool) -> int:
 
 HELP_EPILOG = """\
 exit codes:
-  0  ok
+  0  ok (status: healthy)
   1  runtime failure (cannot start, disk error, 'status' cannot read state.json)
   2  usage error
   3  invalid config (systemd does not restart on this one: fix the config first)
   4  another dispatcher already runs on this root (the lock is held)
   5  validate-handoff failed
+  6  status: no daemon runs (crashed or stopped)
+  7  status: a daemon runs but is not healthy (degraded, starting, stopping)
 
 signals (while 'run'): SIGTERM/SIGINT finish the write in hand and exit; SIGHUP reloads
 the config (a bad new config is refused and the old one kept); SIGUSR1 runs a check of the
 records folder now instead of at the next poll.
 Environment: HYOPS_DISPATCHER_NO_INOTIFY=1 turns inotify off (polling only).
 """
+
+
+EXAMPLES = {
+    "version": ("", "--json"),
+    "run": ("--config /opt/hybridops/decision-dispatcher/config/config.json",),
+    "once": ("",),
+    "check-config": ("--config /tmp/new-config.json",),
+    "status": ("", "--json | jq .healthy", "; echo $?   # 0 healthy, 6 not running, 7 degraded"),
+    "list": ("", "--json"),
+    "pending": ("", "--json"),
+    "explain": ("decision-20260921T141000Z-cutover-0c1d2e3f", "/tmp/draft-record.json"),
+    "validate-handoff": ("", "--decision-type failback --timeout 60"),
+    "replay": ("decision-20260921T141000Z-cutover-0c1d2e3f",),
+    "approve": (
+        "dispatch-20260921T141000Z-cutover-0c1d2e3f --by alice --note 'INC-42, lag confirmed'",
+    ),
+    "withdraw": ("dispatch-20260921T141000Z-cutover-0c1d2e3f --reason 'false alarm'",),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser(
         "run",
-        help="run the daemon in the foreground (the default; systemd runs this)",
+        help="run the daemon in the foreground (systemd runs this)",
         description="Watch the records folder and write requests until stopped.",
     )
     sub.add_parser(
@@ -145,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read state.json and the lock: running, healthy, counters, last request.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--watch", type=float, default=0, metavar="S", help="print again every S s")
     p = sub.add_parser(
         "list",
         help="list the requests and every record that was not dispatched",
@@ -153,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "coalesced, with the reason.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--watch", type=float, default=0, metavar="S", help="print again every S s")
+    p.add_argument(
+        "--state",
+        choices=(*APPROVAL_STATES, "withdrawn"),
+        default=None,
+        help="only requests in this approval state",
+    )
+    p.add_argument("--route", default=None, metavar="ROUTE", help="only requests of this route")
     p = sub.add_parser(
         "explain",
         help="show what the dispatcher would do with one record (writes nothing)",
@@ -164,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RECORD",
         help="a record file path, a file name in the records folder, or a decision_id",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     p = sub.add_parser(
         "validate-handoff",
         help="end-to-end check: write a synthetic record, wait for its request, "
@@ -187,6 +241,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the request (default 30)",
     )
+    p.add_argument("--json", action="store_true", help="print the JSON verdict, not the table")
+    p = sub.add_parser(
+        "pending",
+        help="the requests waiting for a person, oldest first (what the on-call runs)",
+        description="Requests whose approval state is awaiting, oldest first.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser(
+        "approve",
+        help="approve a request: write the consumer's marker, with who and why",
+        description="Write <approvals_dir>/<DISPATCH_ID>.approved.json (approved_by, "
+        "approved_at, note) as the folder's owner and log 'approved'. Refuses a "
+        "superseded, expired, withdrawn or synthetic request unless --force.",
+    )
+    p.add_argument("dispatch_id", metavar="DISPATCH_ID")
+    p.add_argument("--by", required=True, metavar="NAME", help="who approves (recorded)")
+    p.add_argument("--note", default="", metavar="TEXT", help="why (recorded)")
+    p.add_argument("--force", action="store_true", help="approve a request that is not awaiting")
+    p = sub.add_parser(
+        "withdraw",
+        help="take a request away from the consumer (into state/withdrawn/), with a reason",
+        description="Move the request into <state>/withdrawn/ with a note (who, when, "
+        "why) and log 'withdrawn'. list, status and replay show it as withdrawn.",
+    )
+    p.add_argument("dispatch_id", metavar="DISPATCH_ID")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded)")
+    p.add_argument("--by", default="", metavar="NAME", help="who (default: $SUDO_USER/$USER)")
+    p.add_argument("--force", action="store_true", help="withdraw an approved request too")
     p = sub.add_parser(
         "replay",
         help="dispatch a decision that was stale, skipped, unrouted or coalesced",
@@ -202,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the running daemon's answer (default 30)",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    # --config also after the subcommand (`status --config PATH`); an example for each.
+    for name, choice in sub.choices.items():
+        if name in EXAMPLES:
+            choice.epilog = "examples:\n" + "\n".join(
+                f"  dispatcher.py {name}{' ' if line else ''}{line}" for line in EXAMPLES[name]
+            )
+            choice.formatter_class = argparse.RawDescriptionHelpFormatter
+        choice.add_argument(
+            "--config", default=argparse.SUPPRESS, metavar="PATH", help="config file"
+        )
     return parser
 
 
@@ -254,18 +347,50 @@ def cmd_version(as_json: bool) -> int:
     return EXIT_OK
 
 
+def watch(seconds: float, show: Callable[[], int]) -> int:
+    """Once, or every `seconds` until interrupted (the screen cleared on a terminal)."""
+    if seconds <= 0:
+        return show()
+    try:
+        while True:
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            show()
+            sys.stdout.flush()
+            time.sleep(max(0.2, seconds))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `list | head`: the reader went away; say nothing, and let no flush at exit fail.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     if journal_stream() and not isinstance(sys.stderr, JournalLines):
         # Under systemd: the one-line errors (and usage errors) are errors for journald;
         # the event log prefixes each of its own lines with its level's priority.
         sys.stderr = JournalLines(sys.stderr, 3)
-    args = build_parser().parse_args(argv)
-    command = args.command or "run"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:  # no arguments: help, never a daemon by surprise (the unit says run)
+        parser.print_help()
+        return EXIT_USAGE
+    command = args.command
     if command == "version":
         return cmd_version(args.json)
     try:
-        config = _load_or_exit(args.config)  # the one load; every command gets this Config
-        if command not in ("check-config", "validate-handoff"):
+        # the one load; every command gets this Config
+        config, disk_problem = _load_or_exit(args.config, command)
+        if command not in ("check-config", "validate-handoff", "approve"):
             # validate-handoff writes its synthetic record as root; it only reads state/
             # (with open_own_file's checks).
             drop_root(config)
@@ -277,17 +402,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         if command == "check-config":
             return cmd_check_config(config)
         if command == "status":
-            return cmd_status(config, args.json)
+            return watch(args.watch, lambda: cmd_status(config, args.json, disk_problem))
         if command == "list":
-            return cmd_list(config, args.json)
+            return watch(args.watch, lambda: cmd_list(config, args.json, args.state, args.route))
         if command == "explain":
             return cmd_explain(config, args.record)
         if command == "validate-handoff":
-            return cmd_validate_handoff(config, args.decision_type, args.timeout)
+            return cmd_validate_handoff(config, args.decision_type, args.timeout, args.json)
+        if command == "pending":
+            return cmd_pending(config, args.json)
+        if command == "approve":
+            return cmd_approve(
+                config, args.dispatch_id, args.by, args.note, args.force, lambda: drop_root(config)
+            )
+        if command == "withdraw":
+            by = (
+                args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+            )
+            return cmd_withdraw(config, args.dispatch_id, args.reason, by, args.force)
         if command == "replay":
             return cmd_replay(config, args.decision_id, args.timeout)
     except SystemExit as exc:
         return int(exc.code or 0)
+    except BrokenPipeError:
+        raise  # main() keeps a closed pipe quiet
     except (OSError, sqlite3.Error) as exc:
         err(f"{command}: {exc}")
         return EXIT_RUNTIME

@@ -121,6 +121,8 @@ class Config(NamedTuple):
     # The consumer's approval markers (read only) and the Prometheus textfile (issue 10).
     approvals_dir: str
     metrics_textfile: str
+    # The bytes it was parsed from (the daemon keeps them as its running copy).
+    raw: bytes = b""
 
     def paths(self) -> Tuple[str, ...]:
         return (
@@ -346,6 +348,7 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         routes=routes,
         approvals_dir=approvals_dir,
         metrics_textfile=metrics_textfile,
+        raw=bytes(raw),
     )
 
 

@@ -16,20 +16,28 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .approvals import approval_state, request_facts
+from .approve import withdrawn_requests
 from .config import Config
-from .console import err, printable
+from .console import age, err, printable, table
 from .daemon import start_daemon
 from .episodes import LedgerEpisodes
 from .fsio import open_own_file, read_json_quiet
 from .host import Locked, lock_holder_running
-from .ids import parse_iso_utc
+from .ids import iso_ts, parse_iso_utc
 from .inbox import ReplayInbox
 from .jsonlog import open_log
 from .ledger import Ledger
 from .pipeline import judge_record_file
 from .record import DECISION_ID_RE, is_record_name
 from .report import judge_health
-from .states import APPROVAL_STATES, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from .states import (
+    APPROVAL_STATES,
+    EXIT_DEGRADED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+)
 from .verdicts import FileSig
 
 
@@ -43,16 +51,34 @@ def cmd_check_config(config: Config) -> int:
 
 
 def read_status(config: Config) -> Tuple[dict, bool]:
-    """state.json plus liveness and the health verdict; (doc, state_readable)."""
+    """state.json plus liveness and the health verdict; (doc, state_readable). `status`
+    is the judged state (report.judge_liveness), state.json's own word is
+    `reported_status`."""
     doc = read_json_quiet(config.state_file)
-    readable = doc is not None
+    readable = doc is not None or not os.path.lexists(config.state_file)
     doc = dict(doc or {})
     running = lock_holder_running(config.lock_file)
     now = time.time()
     doc.update(judge_health(doc, running, config.heartbeat_seconds, now))
+    if not readable:
+        doc["status"] = "unknown"
+        doc["status_reason"] = f"cannot read {config.state_file}"
     doc["state_file"] = config.state_file
+    doc["withdrawn_count"] = len(withdrawn_requests(config))
     add_approval_ages(doc, now)
     return doc, readable
+
+
+def status_exit(doc: dict, readable: bool) -> int:
+    """0 only when healthy, as `systemctl is-active`; 6 no daemon runs (crashed or
+    stopped), 7 one runs but is not healthy, 1 state.json cannot be read."""
+    if not readable:
+        return EXIT_RUNTIME
+    if doc.get("healthy"):
+        return EXIT_OK
+    if doc.get("status") in ("crashed", "stopped"):
+        return EXIT_NOT_RUNNING
+    return EXIT_DEGRADED
 
 
 def add_approval_ages(doc: dict, now: float) -> None:
@@ -68,17 +94,28 @@ def add_approval_ages(doc: dict, now: float) -> None:
             row["age_s"] = round(now - issued, 1)
 
 
-def cmd_status(config: Config, as_json: bool) -> int:
+def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None) -> int:
     doc, readable = read_status(config)
+    doc["config_on_disk"] = (
+        {"valid": False, "error": disk_problem}
+        if disk_problem
+        else {"valid": True, "digest": config.digest}
+    )
+    started = parse_iso_utc(doc.get("started_at"))
+    doc["uptime_s"] = (
+        round(time.time() - started, 1) if doc["running"] and started is not None else None
+    )
     if as_json:
         print(json.dumps(doc, sort_keys=True))
     else:
         if not readable:
-            print(f"no state yet ({config.state_file} missing or unreadable)")
+            print(f"state.json unreadable ({config.state_file})")
         print(f"healthy:          {'yes' if doc['healthy'] else 'NO'}")
         print(f"running:          {'yes' if doc['running'] else 'no'}")
+        reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
+        print(printable(f"{'status:':<18}{doc['status']}{reason}"))
+        print_identity(doc)
         for key in (
-            "status",
             "timestamp_utc",
             "state_age_s",
             "watcher",
@@ -86,34 +123,89 @@ def cmd_status(config: Config, as_json: bool) -> int:
             "last_decision_id",
             "processed_count",
             "pending_count",
-            "last_error",
         ):
             if key in doc:
                 print(f"{key + ':':<18}{printable(doc[key])}")
-        code = doc.get("code") or {}
-        if code:
-            release, python = printable(code.get("release")), printable(code.get("python"))
-            print(f"{'code:':<18}{release} (python {python})")
+        print_last_error(doc)
         for key, value in sorted((doc.get("counters") or {}).items()):
             print(f"  {printable(key) + ':':<16}{printable(value)}")
         print_approvals(doc)
-    return EXIT_OK if readable else EXIT_RUNTIME
+    return status_exit(doc, readable)
+
+
+def _ago(iso: Any) -> str:
+    at = parse_iso_utc(iso)
+    return "" if at is None else f"{age(time.time() - at)} ago, {iso}"
+
+
+def print_last_error(doc: dict) -> None:
+    """The error that is still open (with its time), else the last one that cleared."""
+    if doc.get("last_error"):
+        when = _ago(doc.get("last_error_at"))
+        print(printable(f"{'last error:':<18}{doc['last_error']}" + (f" ({when})" if when else "")))
+    if doc.get("last_recovered_at"):
+        print(
+            printable(
+                f"{'recovered:':<18}{_ago(doc['last_recovered_at'])} "
+                f"from: {doc.get('last_recovered_from') or '?'}"
+            )
+        )
+
+
+def print_identity(doc: dict) -> None:
+    """Which config and code the daemon runs, its PID and uptime."""
+    digest = doc.get("config_digest") or "?"
+    print(printable(f"{'config:':<18}{doc.get('config_file') or '?'} (digest {digest})"))
+    disk = doc.get("config_on_disk") or {}
+    if not disk.get("valid", True):
+        print(printable(f"{'config on disk:':<18}INVALID ({disk.get('error')})"))
+    elif disk.get("digest") and doc.get("config_digest") and disk["digest"] != digest:
+        print(f"{'config on disk:':<18}digest {disk['digest']}, not loaded (reload to apply)")
+    code = doc.get("code") or {}
+    if code:
+        release, python = printable(code.get("release")), printable(code.get("python"))
+        print(f"{'code:':<18}{release} (python {python})")
+    if doc.get("pid") is not None:
+        up = f", up {age(doc['uptime_s'])}" if doc.get("uptime_s") is not None else ""
+        print(printable(f"{'pid:':<18}{doc['pid']}{up} (since {doc.get('started_at')})"))
 
 
 def print_approvals(doc: dict) -> None:
     if "approvals" not in doc:
         return
-    readable = "yes" if doc.get("approvals_dir_readable") else "NO (requests count as awaiting)"
-    print(f"{'approvals dir:':<18}{readable}")
+    words = {
+        "readable": "yes",
+        "missing": "no consumer yet (folder missing; requests count as awaiting)",
+        "unreadable": "NO, unreadable (requests count as awaiting)",
+    }
+    state = doc.get("approvals_dir_state") or (
+        "readable" if doc.get("approvals_dir_readable") else "unreadable"
+    )
+    print(f"{'approvals dir:':<18}{words.get(state, state)}")
+    if doc.get("withdrawn_count"):
+        print(f"{'withdrawn:':<18}{doc['withdrawn_count']} (in state/withdrawn/)")
     counts = doc.get("approvals") or {}
     print("requests: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in APPROVAL_STATES))
     if doc.get("oldest_awaiting_age_s") is not None:
-        print(f"{'oldest awaiting:':<18}{doc['oldest_awaiting_age_s']} s")
-    for row in doc.get("requests_open") or []:
-        print(
-            f"  {row.get('dispatch_id')}  {row.get('approval')}  {row.get('route')}  "
-            f"age {row.get('age_s')} s"
-        )
+        print(f"{'oldest awaiting:':<18}{age(doc['oldest_awaiting_age_s'])}")
+    rows = [r for r in doc.get("requests_open") or [] if isinstance(r, dict)]
+    now = time.time()
+    if rows:
+        cells = [
+            (
+                r.get("dispatch_id"),
+                r.get("approval"),
+                r.get("route"),
+                age(r.get("age_s")),
+                _expires_in(r, now),
+            )
+            for r in rows
+        ]
+        for line in table(("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "EXPIRES IN"), cells):
+            print(line)
+    total = sum(counts.get(s, 0) for s in ("awaiting", "expired", "superseded"))
+    if total > len(rows):
+        print(f"  and {total - len(rows)} more (dispatcher.py pending, list)")
 
 
 def open_ledger_ro(config: Config) -> Optional[Ledger]:
@@ -124,6 +216,19 @@ def open_ledger_ro(config: Config) -> Optional[Ledger]:
     except (sqlite3.Error, OSError) as exc:
         err(f"cannot read ledger {config.ledger_file}: {exc}")
         return None
+
+
+REQUEST_KEYS = (
+    "dispatch_id",
+    "route",
+    "target_ref",
+    "status",
+    "decision_type",
+    "source_decision_id",
+    "timestamp_utc",
+    "expires_at",
+    "supersedes",
+)
 
 
 def list_requests(config: Config) -> List[dict]:
@@ -138,18 +243,7 @@ def list_requests(config: Config) -> List[dict]:
     readable = os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
     now = time.time()
     for doc in docs:
-        row = {
-            k: doc.get(k)
-            for k in (
-                "dispatch_id",
-                "status",
-                "decision_type",
-                "source_decision_id",
-                "timestamp_utc",
-                "expires_at",
-                "supersedes",
-            )
-        }
+        row = {k: doc.get(k) for k in REQUEST_KEYS}
         facts = request_facts(doc)
         if facts is not None:
             marker = os.path.join(folder, f"{facts.dispatch_id}.approved.json")
@@ -157,11 +251,52 @@ def list_requests(config: Config) -> List[dict]:
             row["approval"] = approval_state(facts, approved, facts.dispatch_id in superseded, now)
             row["age_s"] = round(now - facts.issued_at, 1)
         result.append(row)
+    for doc, note in withdrawn_requests(config):
+        row = {k: doc.get(k) for k in REQUEST_KEYS}
+        row.update(approval="withdrawn", withdrawn=note)
+        facts = request_facts(doc)
+        if facts is not None:
+            row["age_s"] = round(now - facts.issued_at, 1)
+        result.append(row)
     return result
 
 
-def cmd_list(config: Config, as_json: bool) -> int:
-    requests = list_requests(config)
+def cmd_pending(config: Config, as_json: bool) -> int:
+    """What waits for a person, oldest first."""
+    rows = [r for r in list_requests(config) if r.get("approval") == "awaiting"]
+    rows.sort(key=lambda r: (r.get("timestamp_utc") or "", r.get("dispatch_id") or ""))
+    if as_json:
+        print(json.dumps({"requests": rows}, sort_keys=True))
+        return EXIT_OK
+    print(f"requests awaiting approval: {len(rows)}")
+    for r in rows:
+        print(
+            printable(
+                f"  {r['dispatch_id']}  waiting {age(r.get('age_s'))}  {r.get('decision_type')}"
+                f"  <- {r.get('source_decision_id')}"
+            )
+        )
+    return EXIT_OK
+
+
+def _expires_in(row: dict, now: float) -> str:
+    at = parse_iso_utc(row.get("expires_at"))
+    return "-" if at is None else ("expired" if at <= now else age(at - now))
+
+
+def sort_waiting(rows: List[dict]) -> List[dict]:
+    """Oldest first (the one waiting longest on top), then by id."""
+    return sorted(rows, key=lambda r: (-(r.get("age_s") or 0), r.get("dispatch_id") or ""))
+
+
+def cmd_list(
+    config: Config, as_json: bool, state: Optional[str] = None, route: Optional[str] = None
+) -> int:
+    requests = sort_waiting(list_requests(config))
+    if state:
+        requests = [r for r in requests if r.get("approval") == state]
+    if route:
+        requests = [r for r in requests if route in (r.get("route"), r.get("decision_type"))]
     problems: List[dict] = []
     ledger = open_ledger_ro(config)
     if ledger is not None:
@@ -172,20 +307,37 @@ def cmd_list(config: Config, as_json: bool) -> int:
         except sqlite3.Error as exc:
             err(f"cannot read ledger: {exc}")
         ledger.close()
+    now = time.time()
+    for row in problems:
+        handled = row.get("handled_at")
+        row["handled_at"] = iso_ts(handled) if isinstance(handled, (int, float)) else None
+        row["age_s"] = None if handled is None else round(now - handled, 1)
     if as_json:
         print(json.dumps({"requests": requests, "records": problems}, sort_keys=True))
         return EXIT_OK
-    print(f"requests in {config.requests_dir}: {len(requests)}")
-    for req in requests:
-        print(
-            printable(
-                f"  {req['dispatch_id']}  {req['status']}  {req.get('approval', '?')}  "
-                f"age {req.get('age_s')} s  {req['decision_type']}  <- {req['source_decision_id']}"
+    print(f"requests in {config.requests_dir}: {len(requests)} (oldest waiting first)")
+    if requests:
+        rows = [
+            (
+                r["dispatch_id"],
+                r.get("approval", "?"),
+                age(r.get("age_s")),
+                _expires_in(r, now),
+                r.get("target_ref"),
+                r.get("source_decision_id"),
             )
-        )
+            for r in requests
+        ]
+        headers = ("DISPATCH ID", "APPROVAL", "AGE", "EXPIRES IN", "TARGET", "DECISION")
+        for line in table(headers, rows):
+            print(line)
     print(f"records not dispatched (from the ledger): {len(problems)}")
-    for row in problems:
-        print(printable(f"  {row['outcome']:<9} {row['file']}  {row['reason'] or ''}"))
+    if problems:
+        rows = [
+            (p["outcome"], p["file"], age(p.get("age_s")), p.get("reason") or "") for p in problems
+        ]
+        for line in table(("OUTCOME", "FILE", "HANDLED", "REASON"), rows):
+            print(line)
     return EXIT_OK
 
 
@@ -320,6 +472,14 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
     if not os.path.exists(config.ledger_file):
         err(f"no ledger at {config.ledger_file}: nothing has been handled yet")
         return EXIT_RUNTIME
+    for doc, note in withdrawn_requests(config):
+        if doc.get("source_decision_id") == decision_id:
+            err(
+                f"{decision_id} was dispatched as {doc.get('dispatch_id')}, withdrawn at "
+                f"{note.get('withdrawn_at')} by {note.get('withdrawn_by')} "
+                f"({note.get('reason')}); not replayed (a withdrawn decision stays withdrawn)"
+            )
+            return EXIT_RUNTIME
     answer: Optional[dict] = None
     if lock_holder_running(config.lock_file):
         answer = _ask_running_daemon(config, decision_id, timeout)

@@ -29,6 +29,7 @@ from .metrics import MetricsReport
 from .pipeline import judge_record_file, read_record_bytes
 from .record import RecordRejected, is_record_name, read_valid_record
 from .report import StateReport
+from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
 from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
 from .watcher import Watcher
@@ -471,7 +472,8 @@ class Daemon:
         if new.paths() != self.config.paths():
             self.report.reload_refused(
                 "reload refused: root, records, requests, state, ledger or log path "
-                "changed; restart the service for that; keeping the running config"
+                "changed; restart the service for that; keeping the running config",
+                cause="reload",
             )
             return
         # What depends on the config is built again from it; the folders they write stay
@@ -481,7 +483,20 @@ class Daemon:
         self.metrics = MetricsReport(new, self.report)
         self.log.reconfigure(new.log_level, new.log_max_bytes, new.log_backup_count)
         self.report.reloaded()
+        self.keep_config()
         self.log.event("config-reloaded", config_digest=new.digest, routes=sorted(new.routes))
+
+    def keep_config(self) -> None:
+        """The config in force, kept under state/ for the read commands."""
+        try:
+            keep_running_config(self.config)
+            self.report.clear("running-config")
+        except OSError as exc:
+            self.report.error(
+                f"cannot keep the running config at {running_copy_path(self.config)}: {exc}",
+                level="WARNING",
+                cause="running-config",
+            )
 
     def run_forever(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -510,6 +525,7 @@ class Daemon:
                 tracked_files=self.index.tracked,
                 version=VERSION,
             )
+            self.keep_config()
             # READY only after the first pass: "ready" means every file present at start
             # has an outcome (or is pending) and state.json is fresh. That pass lists the
             # folder (new and replaced files); the stat of every file, for files edited in

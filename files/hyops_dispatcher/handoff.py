@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from .approvals import approval_marker
 from .config import Config
+from .console import table
 from .ctl import open_ledger_ro
 from .decide import decide
 from .fsio import fsync_dir, read_json_quiet, write_file_durably
@@ -25,7 +26,22 @@ from .record import read_valid_record
 from .states import EXECUTION_MODE, EXIT_HANDOFF, EXIT_OK, HANDOFF_PREFIX
 
 
-def cmd_validate_handoff(config: Config, decision_type: Optional[str], timeout: float) -> int:
+def print_checks(result: Dict[str, Any]) -> None:
+    """The verdict as a CHECK/STATUS/DETAIL table, then one line saying what it means."""
+    rows = []
+    for c in result["checks"]:
+        extra = {k: v for k, v in c.items() if k not in ("name", "ok", "detail")}
+        detail = c.get("detail") or ", ".join(f"{k}={v}" for k, v in sorted(extra.items()))
+        rows.append((c["name"], "ok" if c["ok"] else "FAILED", detail))
+    for line in table(("CHECK", "STATUS", "DETAIL"), rows, indent=""):
+        print(line)
+    verdict = "handoff OK" if result["ok"] else "handoff FAILED"
+    print(f"{verdict}: {result.get('dispatch_id') or '-'} in {result.get('elapsed_s')} s")
+
+
+def cmd_validate_handoff(
+    config: Config, decision_type: Optional[str], timeout: float, as_json: bool = True
+) -> int:
     started = time.monotonic()
     checks: List[dict] = []
     result: Dict[str, Any] = {"ok": False, "dispatch_id": None, "checks": checks}
@@ -37,7 +53,10 @@ def cmd_validate_handoff(config: Config, decision_type: Optional[str], timeout: 
     def finish() -> int:
         result["ok"] = bool(checks) and all(c["ok"] for c in checks)
         result["elapsed_s"] = round(time.monotonic() - started, 3)
-        print(json.dumps(result, sort_keys=True))
+        if as_json:
+            print(json.dumps(result, sort_keys=True))
+        else:
+            print_checks(result)
         return EXIT_OK if result["ok"] else EXIT_HANDOFF
 
     if decision_type is None:

@@ -205,7 +205,7 @@ class MetricsReport:
             requests_total=tuple((r, report.requests_by_route.get(r, 0)) for r in sorted(requests)),
             awaiting=approvals.by_route("awaiting", routes),
             expired=approvals.by_route("expired", routes),
-            approvals_dir_readable=bool(approvals.readable),
+            approvals_dir_readable=approvals.dir_state() != "unreadable",
             awaiting_operator=tuple(
                 (k, index.awaiting_operator.get(k, 0)) for k in sorted(OPERATOR_OUTCOMES)
             ),
@@ -240,12 +240,14 @@ class MetricsReport:
                     f"metrics textfile {path}: cannot write ({exc.strerror or exc}); "
                     "retrying, dispatching goes on",
                     level="WARNING",
+                    cause="metrics",
                     file=path,
                 )
                 return True
             return False
         if self.failing:
             self.failing = False
+            self.report.clear("metrics")
             self.report.log.event("recovered", file=path, reason="metrics textfile written again")
         self.written = snap.timeless()
         self.last_write = mono

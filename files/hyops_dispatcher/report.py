@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .config import Config, is_int
 from .decide import Decision
@@ -37,15 +37,50 @@ STATE_MIN_INTERVAL = 0.5
 def judge_health(doc: dict, running: bool, heartbeat_seconds: float, now: float) -> dict:
     """THE freshness rule (`status --json` -> `healthy`; the role asks for it): a process
     holds the lock, state.json says `running`, and it was written within 2 x heartbeat
-    + 5 s (the daemon rewrites it at least every heartbeat)."""
+    + 5 s (the daemon rewrites it at least every heartbeat). Also the judged `status`
+    (see judge_liveness) next to what state.json said (`reported_status`)."""
     ts = parse_iso_utc(doc.get("timestamp_utc"))
     age = None if ts is None else round(now - ts, 3)
     fresh = age is not None and age <= 2 * heartbeat_seconds + 5
+    reported = doc.get("status") if isinstance(doc.get("status"), str) else None
+    status, reason = judge_liveness(reported, running, fresh, age)
     return {
         "running": running,
         "state_age_s": age,
-        "healthy": bool(running and fresh and doc.get("status") == "running"),
+        "healthy": status == "running",
+        "status": status,
+        "reported_status": reported,
+        "status_reason": reason,
     }
+
+
+def judge_liveness(
+    reported: Optional[str], running: bool, fresh: bool, age: Optional[float]
+) -> Tuple[str, str]:
+    """What the daemon is, from the lock and state.json: (state, why). The lock is the
+    truth about a process: without it the state is `stopped` (state.json says so, or
+    there is none) or `crashed` (it says anything else: the process died without its
+    last word), never `running`. With it: `running` only when state.json is fresh and
+    says running; a stale one is `degraded`."""
+    if not running:
+        if reported is None:
+            return "stopped", "no state.json yet and no process holds the lock"
+        if reported == "stopped":
+            return "stopped", "stopped cleanly; no process holds the lock"
+        return "crashed", f"state.json says {reported} but no process holds the lock"
+    if reported is None:
+        return "starting", "a process holds the lock; no state.json yet"
+    if reported == "running" and not fresh:
+        return "degraded", f"state.json not rewritten for {age} s (loop stuck?)"
+    if reported in ("running", "starting", "stopping", "degraded"):
+        reasons = {
+            "running": "",
+            "starting": "first pass not done yet",
+            "stopping": "stopping",
+            "degraded": "cannot use the records folder or write requests (see last_error)",
+        }
+        return reported, reasons[reported]
+    return "degraded", f"state.json says {reported} while a process holds the lock"
 
 
 class StateReport:
@@ -62,6 +97,11 @@ class StateReport:
         self.last_dispatch_id = ""
         self.last_decision_id = ""
         self.last_error = ""
+        self.last_error_at: Optional[float] = None  # wall time of last_error
+        self.last_error_cause: Optional[str] = None  # its lasting cause, if it has one
+        self.problems: Dict[str, Tuple[str, float]] = {}  # cause -> (reason, at), open
+        self.last_recovered_at: Optional[float] = None
+        self.last_recovered_from = ""
         self.records_dir_ok = True
         self.write_problem = ""  # why requests or the ledger cannot be written now
         # False from a refused reload (SIGHUP) until a reload succeeds (metrics gauge).
@@ -141,31 +181,56 @@ class StateReport:
                 count = self.requests_by_route.get(decision.route, 0)
                 self.requests_by_route[decision.route] = count + 1
 
-    def error(self, reason: str, level: str = "ERROR", **fields: Any) -> None:
-        """A failure not caused by a record (disk, folder, refused reload)."""
+    def error(
+        self, reason: str, level: str = "ERROR", cause: Optional[str] = None, **fields: Any
+    ) -> None:
+        """A failure not caused by a record (disk, folder, refused reload). `cause` names
+        a lasting one (write, records-folder, reload, metrics, running-config): clear(cause)
+        ends it. One without a cause stays as last_error, with its time."""
         self.counters["errors"] += 1
-        self.last_error = reason
-        self.dirty = True
+        self._show(reason, cause)
         self.log.event("error", level=level, reason=reason, **fields)
+
+    def _show(self, reason: str, cause: Optional[str]) -> None:
+        now = time.time()
+        self.last_error, self.last_error_at, self.last_error_cause = reason, now, cause
+        if cause is not None:
+            self.problems[cause] = (reason, now)
+        self.dirty = True
+
+    def clear(self, cause: str) -> None:
+        """The cause is gone: its error leaves last_error (kept as last_recovered_from,
+        at last_recovered_at); another open problem, if any, is shown instead."""
+        if self.problems.pop(cause, None) is None:
+            return
+        if self.last_error_cause != cause:
+            return
+        self.last_recovered_from, self.last_recovered_at = self.last_error, time.time()
+        if self.problems:
+            cause_left, (reason, at) = max(self.problems.items(), key=lambda kv: kv[1][1])
+            self.last_error, self.last_error_at, self.last_error_cause = reason, at, cause_left
+        else:
+            self.last_error, self.last_error_at, self.last_error_cause = "", None, None
+        self.dirty = True
 
     def internal_error(self, what: str) -> None:
         """A bug met while handling something (counted, shown in status; not logged here:
         the outcome's line says it)."""
         self.counters["errors"] += 1
-        self.last_error = what
-        self.dirty = True
+        self._show(what, None)
 
     def degraded(self, problem: str, detail: str) -> None:
         """Requests or the ledger cannot be written: `problem` says why (logged once per
         problem, with `detail`), until recovered()."""
         if problem != self.write_problem:
-            self.error(detail)
+            self.error(detail, cause="write")
         self.write_problem = problem
         self.dirty = True
 
     def recovered(self) -> str:
         """Writes work again: the problem is over. Returns what it was."""
         was, self.write_problem = self.write_problem, ""
+        self.clear("write")
         self.dirty = True
         return was
 
@@ -182,11 +247,13 @@ class StateReport:
     def reload_refused(self, reason: str) -> None:
         """SIGHUP with a config that cannot be used: the running one stays."""
         self.reload_ok = False
-        self.error(reason)
+        self.error(reason, cause="reload")
 
     def reloaded(self) -> None:
+        """A good reload: a refused one before it is over."""
         self.reload_ok = True
         self.dirty = True
+        self.clear("reload")
 
     def touch(self) -> None:
         """Something state.json shows changed (a reload): write it at the next chance."""
@@ -195,10 +262,11 @@ class StateReport:
     def folder_problem(self, reason: str, folder: str) -> None:
         if self.records_dir_ok:  # said once, not on every pass while it lasts
             self.records_dir_ok = False
-            self.error(reason, file=folder)
+            self.error(reason, cause="records-folder", file=folder)
 
     def folder_usable(self, folder: str) -> None:
         self.records_dir_ok = True
+        self.clear("records-folder")
         self.dirty = True
         self.log.event("recovered", reason=f"records folder {folder} is usable again")
 
@@ -220,6 +288,7 @@ class StateReport:
             "pid": os.getpid(),
             "started_at": iso_ts(self.started_at),
             "config_digest": config.digest,
+            "config_file": config.path,
             "watcher": watcher,
             "version": VERSION,
             "code": {k: v for k, v in running().items() if k != "path"},
@@ -227,6 +296,11 @@ class StateReport:
             "last_error": self.last_error[:300],
             "config_last_reload_successful": self.reload_ok,
             "records_awaiting_operator": dict(index.awaiting_operator),
+            "last_error_at": None if self.last_error_at is None else iso_ts(self.last_error_at),
+            "last_recovered_at": None
+            if self.last_recovered_at is None
+            else iso_ts(self.last_recovered_at),
+            "last_recovered_from": self.last_recovered_from[:300],
             **self.extra,
         }
 

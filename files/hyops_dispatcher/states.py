@@ -14,6 +14,11 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_LOCKED = 4
 EXIT_HANDOFF = 5
+# `status` only, as `systemctl is-active` (0 = healthy): no daemon runs (state
+# `crashed` or `stopped`), or one runs but is not healthy (`degraded`, `starting`,
+# `stopping`, or its state.json is stale).
+EXIT_NOT_RUNNING = 6
+EXIT_DEGRADED = 7
 DEFAULT_CONFIG_PATH = "/opt/hybridops/decision-dispatcher/config/config.json"
 
 # The decision consumer's approval markers, <dispatch_id>.approved.json

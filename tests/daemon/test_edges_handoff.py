@@ -47,7 +47,9 @@ def test_handoff_on_a_no_approval_route_never_writes_a_queued_request(root: Root
     watch = FolderWatch(root.requests)
     watch.start()
     try:
-        result = cli(PY, root, "validate-handoff", "--decision-type", "failback", "--timeout", "5")
+        result = cli(
+            PY, root, "validate-handoff", "--json", "--decision-type", "failback", "--timeout", "5"
+        )
     finally:
         watch.done.set()
         watch.join(5)

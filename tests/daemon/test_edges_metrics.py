@@ -128,14 +128,21 @@ def test_unwritable_metrics_path_is_reported_once_and_retried(
 def test_missing_approvals_folder_is_reported_not_fatal(
     python: str, root: Root, spawn, tmp_path: Path
 ) -> None:
+    # Missing = no consumer yet (issue 16): logged, not unreadable, no alert. A folder that
+    # exists but cannot be listed is unreadable (gauge 0) until it can be read.
     approvals = tmp_path / "approvals"
     root.write_config(approvals_dir=str(approvals))
     daemon = spawn(python, root).wait_ready()
     path = metrics_file(root)
-    assert read_metrics(path).value(P + "approvals_dir_readable") == 0
+    assert read_metrics(path).value(P + "approvals_dir_readable") == 1
     root.drop("c1.json", record("dec-c1", "cutover"))
     wait_for(lambda: len(root.request_docs()) == 1, 10, "dispatching goes on")
-    assert [e for e in root.log_lines() if str(approvals) in json.dumps(e)], "not logged"
+    said = [e["event"] for e in root.log_lines() if str(approvals) in json.dumps(e)]
+    assert said == ["approvals-missing"], said
+    approvals.write_text("a file, not a folder\n")
+    daemon.signal(signal.SIGUSR1)
+    wait_for(value_is(path, P + "approvals_dir_readable", 0), 10, "approvals unreadable")
+    approvals.unlink()
     approvals.mkdir()
     daemon.signal(signal.SIGUSR1)
     wait_for(value_is(path, P + "approvals_dir_readable", 1), 10, "approvals readable again")

@@ -56,7 +56,7 @@ def test_records_become_valid_requests_and_state(python: str, root: Root, spawn)
     assert_valid("dispatcher-state", state)
     assert state["status"] == "stopped"
     status = cli(python, root, "status", "--json")
-    assert status.returncode == 0 and json.loads(status.stdout)["running"] is False
+    assert status.returncode == 6 and json.loads(status.stdout)["running"] is False
     events = [line["event"] for line in root.log_lines()]
     assert events[0] == "started" and events[-1] == "stopped"
     assert events.count("emitted") == 3
@@ -317,13 +317,13 @@ def test_sigterm_mid_burst_leaves_everything_consistent(python: str, root: Root,
 
 def test_validate_handoff(python: str, root: Root, spawn) -> None:
     # No daemon: the check fails with exit 5 and says why.
-    result = cli(python, root, "validate-handoff", "--timeout", "2")
+    result = cli(python, root, "validate-handoff", "--json", "--timeout", "2")
     assert result.returncode == 5
     verdict = json.loads(result.stdout)
     assert verdict["ok"] is False
     assert {c["name"]: c["ok"] for c in verdict["checks"]}["daemon-running"] is False
     daemon = spawn(python, root).wait_ready()
-    result = cli(python, root, "validate-handoff")
+    result = cli(python, root, "validate-handoff", "--json")
     verdict = json.loads(result.stdout)
     assert result.returncode == 0, verdict
     assert verdict["ok"] is True and verdict["dispatch_id"].startswith("dispatch-")
@@ -331,7 +331,7 @@ def test_validate_handoff(python: str, root: Root, spawn) -> None:
     assert {"request-written", "status", "target", "cleanup"} <= names
     assert os.listdir(root.requests) == []
     assert [n for n in os.listdir(root.records) if n.startswith("handoff")] == []
-    result = cli(python, root, "validate-handoff", "--decision-type", "failback")
+    result = cli(python, root, "validate-handoff", "--json", "--decision-type", "failback")
     assert result.returncode == 0, result.stdout
     statuses = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     # A synthetic request waits for approval even on a no-approval route (issue 9).
@@ -422,7 +422,7 @@ def test_once_and_human_status(python: str, root: Root) -> None:
     again = cli(python, root, "once")
     assert again.returncode == 0 and len(root.request_docs()) == 1
     human = cli(python, root, "status")
-    assert human.returncode == 0
+    assert human.returncode == 6  # no daemon runs: stopped
     assert "healthy:" in human.stdout and "NO" in human.stdout  # not running
     listing = cli(python, root, "list")
     assert "once-1" in listing.stdout and "JSON is an array" in listing.stdout
