@@ -23,7 +23,14 @@ from .host import Notifier, acquire_lock, release_free_memory
 from .inbox import ReplayInbox
 from .index import FileIndex
 from .jsonlog import JsonLog
-from .ledger import CLEAN_STOP, LEDGER_BUSY_SECONDS, LEDGER_OPEN_WAIT, Ledger, is_corrupt
+from .ledger import (
+    CLEAN_STOP,
+    LEDGER_BUSY_SECONDS,
+    LEDGER_OPEN_WAIT,
+    LOOKUP_CHUNK,
+    Ledger,
+    is_corrupt,
+)
 from .metrics import MetricsReport
 from .pipeline import judge_record_file, read_record_bytes
 from .record import RecordRejected, is_handoff, is_record_name, read_valid_record
@@ -213,14 +220,20 @@ class Daemon:
                 return 0
             todo = listed
         handled = 0
-        for name in self._oldest_first(todo):
-            if self.stop_requested:
-                break  # SIGTERM: the write in hand is done; the rest waits for the next start
-            handled += self.consider(name, now)
-            if self.batch.full:
-                self.finish_batch()
-            if handled and handled % 128 == 0:
-                self.notifier.ping(self.mono())
+        ordered = self._oldest_first(todo)
+        try:
+            for pos, name in enumerate(ordered):
+                if self.stop_requested:
+                    break  # SIGTERM: the write in hand is done; the rest waits for the next start
+                if pos % LOOKUP_CHUNK == 0:
+                    self.index.prefetch(ordered[pos : pos + LOOKUP_CHUNK])
+                handled += self.consider(name, now)
+                if self.batch.full:
+                    self.finish_batch()
+                if handled and handled % 128 == 0:
+                    self.notifier.ping(self.mono())
+        finally:
+            self.index.end_pass()
         self.finish_batch()
         self._note_remade()
         return handled

@@ -17,6 +17,9 @@ from .fsio import open_own_file
 from .ids import now_iso
 from .states import LOG_LEVELS
 
+# Built once (json.dumps with options builds an encoder per call); C encoder, ASCII.
+_LINE = json.JSONEncoder(ensure_ascii=True, default=str)
+
 
 class JsonLog:
     """One JSON line per event to the log file (rotated by size) and to stderr."""
@@ -62,8 +65,10 @@ class JsonLog:
         if LOG_LEVELS.get(level, 20) < self.level:
             return
         doc = {"ts": now_iso(), "level": level, "event": event}
-        doc.update({k: v for k, v in fields.items() if v is not None})
-        line = (json.dumps(doc, ensure_ascii=True, default=str) + "\n").encode()
+        for key, value in fields.items():
+            if value is not None:
+                doc[key] = value
+        line = (_LINE.encode(doc) + "\n").encode("ascii")
         if self.fd is not None:
             try:
                 if self.size + len(line) > self.max_bytes and self.size > 0:
@@ -72,24 +77,20 @@ class JsonLog:
                 self.size += len(line)
             except OSError as exc:
                 # The log must never stop the daemon; the journal still gets the line.
-                self._stderr(
-                    json.dumps(
-                        {
-                            "ts": now_iso(),
-                            "level": "ERROR",
-                            "event": "error",
-                            "reason": f"log write failed: {exc}",
-                        }
-                    )
-                    + "\n"
-                )
+                failed = {
+                    "ts": now_iso(),
+                    "level": "ERROR",
+                    "event": "error",
+                    "reason": f"log write failed: {exc}",
+                }
+                self._stderr((_LINE.encode(failed) + "\n").encode("ascii"))
         if self.to_stderr:
-            self._stderr(line.decode())
+            self._stderr(line)
 
     @staticmethod
-    def _stderr(text: str) -> None:
+    def _stderr(line: bytes) -> None:
         with contextlib.suppress(OSError, ValueError):
-            os.write(2, text.encode())
+            os.write(2, line)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -280,6 +280,13 @@ class Ledger:
         row = self.db.execute(f"{self._KNOWN} WHERE name = ?", (ledger_name(name),)).fetchone()
         return None if row is None else self._known(row)
 
+    def known_files(self, names: List[str]) -> Dict[str, KnownFile]:
+        """ledger name -> its row, for up to LOOKUP_CHUNK ledger names (one query for a
+        pass's names instead of one per file)."""
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(f"{self._KNOWN} WHERE name IN ({marks})", names)
+        return {row[0]: self._known(row) for row in rows}
+
     def inodes_of(self, names: List[str]) -> Dict[str, int]:
         """name -> inode of files still present, for up to LOOKUP_CHUNK ledger names."""
         marks = ",".join("?" * len(names))
