@@ -210,7 +210,7 @@ class Daemon:
     # ---------------------------------------------------------------- passes
     def scan(self, full: bool = False, names: Optional[Iterable[str]] = None) -> int:
         """One pass. `names`: only these (inotify); `full`: stat every file; else the cheap
-        safety net (folder mtime, listing only when it changed, watched files)."""
+        safety net (folder mtime, listing only when it changed, pending files due)."""
         now = self.clock()
         if names is not None:
             todo = [n for n in names if is_record_name(n)]
@@ -270,7 +270,13 @@ class Daemon:
                 self.report.folder_usable(records_dir)
                 self.watcher.arm()  # the old watch (if any) may belong to a replaced folder
             self.watcher.listed(mtime_ns, full or recovering, self.mono())
-        todo.extend(self.index.watched)  # duplicates are dropped by _oldest_first
+        # Bad files cost nothing here: pending ones only when their deadline is due; a
+        # rejected one when inotify names it, the listing or the full scan finds it
+        # changed; without inotify one slice of them per pass (duplicates are dropped by
+        # _oldest_first).
+        todo.extend(self.index.pending_due(now, self._settle_horizon()))
+        if self.watcher.inotify is None and not full:
+            todo.extend(self.index.rejected_slice())
         return todo
 
     def _oldest_first(self, names: List[str]) -> List[str]:
@@ -542,6 +548,7 @@ class Daemon:
             )
             self.notifier.ping(self.mono(), force=True)
             self._guarded(self._after_ready)
+            self.ledger.shrink()
             release_free_memory()
             self.last_poll = self.mono()
             while not self.stop_requested:
@@ -664,6 +671,7 @@ class Daemon:
                 self.approvals.sync()
             self.answer_replays()
         if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
+            self.ledger.shrink()
             release_free_memory()
         self.approvals.tick(self.clock())
         self.last_pass = self.clock()

@@ -1,34 +1,42 @@
 """What is known per file of the records folder (its signature and outcome), kept in the
-ledger so memory stays flat in history.
+ledger so memory stays flat in history and in bad files.
 
-Invariant: an already handled, unchanged file is never read again.
+Invariant: an already handled, unchanged file is never read again; only pending files
+(waiting for their settle deadline) are held in memory.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from .ledger import Ledger
+from .ledger import LOOKUP_CHUNK, Ledger
 from .record import folder_name, ledger_name
-from .states import WATCHED_OUTCOMES
 from .verdicts import FileSig, KnownFile, Outcome
 
 
 class FileIndex:
     """What is known about each record file. It lives in the ledger (SQLite with a bounded
-    page cache), so memory stays flat however long the history; only the few files still
-    pending or rejected are kept in memory, because they are re-stat'ed on every pass."""
+    page cache), so memory stays flat however long the history. Only pending files are in
+    memory (`watched`, with their settle deadline): a poll pass looks at the ones that are
+    due, nothing else. Rejected files stay in the ledger only: they are judged again when
+    inotify names them, when the listing finds another file under the name, or at the
+    full stat scan; without inotify a poll pass also re-stats one slice of them
+    (REJECTED_SLICE, in turn), so every pass stays bounded however many there are."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.watched: Dict[str, KnownFile] = {}
+        self.watched: Dict[str, KnownFile] = {}  # pending files only
         self.tracked = 0  # files present and known (state.json tracked_files)
+        self._next_retry: Optional[float] = None
+        self._retry_known = True  # _next_retry is up to date with `watched`
+        self.rejected_cursor = 0  # rowid after which the next slice of rejected files starts
         # The rows of the names a pass is about to look at, read in one query
         # (prefetch); each is used once, and put/forget drop it, so none is stale.
         self.ahead: Dict[str, Optional[KnownFile]] = {}
 
     def load(self) -> None:
-        self.watched = {folder_name(n): known for n, known in self.ledger.watched_files()}
+        self.watched = {folder_name(n): known for n, known in self.ledger.pending_files()}
+        self._retry_known = False
         self.tracked = self.ledger.live_count()
 
     def prefetch(self, names: List[str]) -> None:
@@ -67,16 +75,18 @@ class FileIndex:
         )
         if known is None or known.gone:
             self.tracked += 1
-        if outcome.outcome in WATCHED_OUTCOMES:
+        if outcome.outcome == "pending":
             self.watched[name] = KnownFile(
                 sig, outcome.outcome, outcome.decision_id, retry_at=outcome.retry_at
             )
-        else:
-            self.watched.pop(name, None)
+            self._retry_known = False
+        elif self.watched.pop(name, None) is not None:
+            self._retry_known = False
 
     def forget(self, name: str, now: float) -> None:
         """The file went away: its row stays (marked gone) until the retention prunes it."""
-        self.watched.pop(name, None)
+        if self.watched.pop(name, None) is not None:
+            self._retry_known = False
         self.ahead.pop(name, None)
         known = self.ledger.known_file(name)
         if known is None or known.gone:
@@ -86,8 +96,32 @@ class FileIndex:
             self.tracked -= 1
 
     def pending_count(self) -> int:
-        return sum(1 for k in self.watched.values() if k.outcome == "pending")
+        return len(self.watched)
 
     def next_retry(self) -> Optional[float]:
-        due = [k.retry_at for k in self.watched.values() if k.outcome == "pending"]
-        return min(due) if due else None
+        """The earliest settle deadline of a pending file (computed again only after the
+        pending set changed: the loop asks on every wake-up)."""
+        if not self._retry_known:
+            due = [k.retry_at for k in self.watched.values()]
+            self._next_retry = min(due) if due else None
+            self._retry_known = True
+        return self._next_retry
+
+    def pending_due(self, now: float, horizon: float) -> List[str]:
+        """Pending files a poll pass must look at: deadline passed, or further away than
+        `horizon` (the wall clock stepped back). No stat: the deadlines are in memory."""
+        return [
+            name
+            for name, known in self.watched.items()
+            if not now < known.retry_at <= now + horizon
+        ]
+
+    def rejected_slice(self) -> List[str]:
+        """The next REJECTED_SLICE rejected files, in turn (for passes without inotify)."""
+        rows = self.ledger.rejected_after(self.rejected_cursor, REJECTED_SLICE)
+        self.rejected_cursor = rows[-1][0] if len(rows) == REJECTED_SLICE else 0
+        return [folder_name(name) for _rowid, name in rows]
+
+
+# Rejected files re-stat'ed per poll pass when inotify is not there to report changes.
+REJECTED_SLICE = LOOKUP_CHUNK
