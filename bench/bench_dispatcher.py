@@ -330,6 +330,43 @@ def bench_ab(python: str, top: Path, old: Path, runs: int, count: int) -> dict[s
     return out
 
 
+def bench_grow(
+    python: str, top: Path, steps: list[int], script: Path | None = None
+) -> dict[str, Any]:
+    """One running daemon that handles a growing history itself (no `once` first): records
+    are written in steps up to each size; after each step, once the ledger has them all,
+    its RSS and peak RSS (VmRSS / VmHWM) and the time the step took."""
+    setup = Setup(top)
+    proc = Proc(python, setup, script=script)
+    proc.wait_ready()
+    out: dict[str, Any] = {}
+    done = 0
+    for size in steps:
+        t0 = time.perf_counter()
+        cpu0 = proc.cpu_ns()
+        for i in range(done, size):
+            setup.drop(f"g-{i:06d}")
+        t_written = time.perf_counter() - t0
+        while ledger_handled(setup) < size:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        time.sleep(0.5)  # the pass after the step (state.json, memory handed back)
+        rss = proc.rss_kib()
+        out[str(size)] = {
+            "rss_kib": rss.get("VmRSS"),
+            "peak_rss_kib": rss.get("VmHWM"),
+            "step_s": round(elapsed, 2),
+            "step_writer_s": round(t_written, 2),
+            "step_cpu_s": round((proc.cpu_ns() - cpu0) / 1e9, 2),
+        }
+        print(f"  {size} handled: RSS {rss.get('VmRSS', 0) / 1024:.1f} MiB", flush=True)
+        done = size
+    proc.stop()
+    first, last = out[str(steps[0])], out[str(steps[-1])]
+    out["rss_ratio"] = round(last["rss_kib"] / max(first["rss_kib"], 1), 3)
+    return out
+
+
 def prepare_handled(python: str, top: Path, count: int) -> tuple[Setup, dict[str, Any]]:
     """`count` records on a fresh root, then the first pass over them (`once`): its wall
     time and peak RSS (ru_maxrss from wait4, KiB)."""
@@ -451,6 +488,11 @@ def main() -> int:
         "--ab", default=None, metavar="OLD_SCRIPT", help="only the burst, this build vs OLD"
     )
     parser.add_argument("--runs", type=int, default=4, help="--ab: bursts per build")
+    parser.add_argument(
+        "--grow",
+        action="store_true",
+        help="only RSS of one daemon handling 2k, 20k, 100k records itself (--sizes)",
+    )
     args = parser.parse_args()
     SCRIPT = Path(args.script).resolve()
     MIX = args.mix
@@ -470,6 +512,14 @@ def main() -> int:
         "mix": MIX,
         "tmp": str(top),
     }
+    if args.grow:
+        try:
+            results["grow"] = bench_grow(args.python, top, sizes)
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+        print(json.dumps(results["grow"], indent=1))
+        save(results)
+        return 0
     if args.ab:
         try:
             results["ab"] = bench_ab(args.python, top, Path(args.ab).resolve(), args.runs, 2000)
