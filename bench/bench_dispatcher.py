@@ -64,6 +64,30 @@ from hyops_dispatcher.ids import decision_hash  # noqa: E402
 from hyops_dispatcher.inotify import Inotify  # noqa: E402
 from hyops_dispatcher.jsonlog import JsonLog  # noqa: E402
 
+# --mix: which decision types the bench's records carry, by record number. `awaiting`
+# (the default, as before): every record routed to `cutover`, every request awaiting
+# approval; `routed`: every record routed, alternately to `cutover` (awaiting approval)
+# and `failback` (queued, no approval needed); `half`: every other record unrouted, the
+# routed half as in `routed`; `unrouted`: no record has a route.
+MIXES = {
+    "awaiting": ("cutover",),
+    "routed": ("cutover", "failback"),
+    "half": ("cutover", "no-route", "failback", "no-route"),
+    "unrouted": ("no-route",),
+}
+MIX = "awaiting"
+
+
+def decision_type_of(decision_id: str) -> str:
+    """The mix's decision type for a record (by the number at the end of its id)."""
+    kinds = MIXES[MIX]
+    digits = decision_id.rsplit("-", 1)[-1]
+    return kinds[int(digits) % len(kinds)] if digits.isdigit() else kinds[0]
+
+
+def routed_count(count: int, prefix: str = "burst-") -> int:
+    return sum(1 for i in range(count) if decision_type_of(f"{prefix}{i:05d}") in ROUTES)
+
 
 class Setup:
     def __init__(self, top: Path) -> None:
@@ -91,11 +115,11 @@ class Setup:
         self.requests = self.root / "state" / "requests"
         self.log = self.root / "logs" / "dispatcher.log"
 
-    def record_bytes(self, decision_id: str) -> bytes:
+    def record_bytes(self, decision_id: str, decision_type: str | None = None) -> bytes:
         return json.dumps(
             {
                 "decision_id": decision_id,
-                "decision_type": "cutover",
+                "decision_type": decision_type or decision_type_of(decision_id),
                 "timestamp_utc": datetime.now(UTC).isoformat(),
                 "status": "emitted",
                 "rationale": "bench",
@@ -103,18 +127,20 @@ class Setup:
             }
         ).encode()
 
-    def drop(self, decision_id: str) -> None:
+    def drop(self, decision_id: str, decision_type: str | None = None) -> None:
         """As the decision service does: temp file, rename (no fsync)."""
         tmp = self.records / f".{decision_id}.tmp"
         with open(tmp, "wb") as fh:
-            fh.write(self.record_bytes(decision_id))
+            fh.write(self.record_bytes(decision_id, decision_type))
         os.rename(tmp, self.records / f"{decision_id}.json")
 
 
 class Proc:
-    def __init__(self, python: str, setup: Setup, command: str = "run") -> None:
+    def __init__(
+        self, python: str, setup: Setup, command: str = "run", script: Path | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
-            [python, str(SCRIPT), "--config", str(setup.config), command],
+            [python, str(script or SCRIPT), "--config", str(setup.config), command],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -174,7 +200,7 @@ def bench_latency(python: str, top: Path, samples: int) -> dict[str, Any]:
         name = f"lat-{i:04d}"
         want = f"-{decision_hash(name)}.json"
         t0 = time.perf_counter()
-        setup.drop(name)
+        setup.drop(name, "cutover")
         seen = False
         while not seen:
             ready, _, _ = select.select([watcher.fd], [], [], 5)
@@ -194,16 +220,61 @@ def bench_latency(python: str, top: Path, samples: int) -> dict[str, Any]:
     }
 
 
-def ledger_emitted(setup: Setup) -> int:
+def ledger_handled(setup: Setup) -> int:
+    """Record files the ledger has committed an outcome for."""
     db = sqlite3.connect(
         f"file:{setup.root / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True, timeout=30
     )
     try:
-        return db.execute("SELECT count(*) FROM decisions WHERE outcome='emitted'").fetchone()[0]
+        return db.execute("SELECT count(*) FROM files").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
     finally:
         db.close()
+
+
+def count_requests(folder: Path) -> int:
+    return sum(1 for n in os.listdir(folder) if n.endswith(".json") and not n.startswith("."))
+
+
+def burst_once(python: str, top: Path, count: int, script: Path | None = None) -> dict[str, Any]:
+    """One burst through a fresh daemon: `count` records written by one writer, time
+    until every request of the mix exists and until the ledger has every record."""
+    setup = Setup(top)
+    want = routed_count(count)
+    proc = Proc(python, setup, script=script)
+    proc.wait_ready()
+    cpu0 = proc.cpu_ns()
+    t0 = time.perf_counter()
+    for i in range(count):
+        setup.drop(f"burst-{i:05d}")
+    t_written = time.perf_counter() - t0
+    while count_requests(setup.requests) < want:
+        time.sleep(0.002)
+    t_requests = time.perf_counter() - t0
+    while ledger_handled(setup) < count:
+        time.sleep(0.002)
+    t_ledger = time.perf_counter() - t0
+    cpu = (proc.cpu_ns() - cpu0) / 1e9
+    rss = proc.rss_kib()
+    proc.stop()
+    return {
+        "writer_s": t_written,
+        "all_requests_s": t_requests,
+        "ledger_committed_s": t_ledger,
+        "daemon_cpu_s": cpu,
+        "cpu_per_record_ms": cpu / count * 1e3,
+        "rss_kib": rss.get("VmRSS"),
+        "peak_rss_kib": rss.get("VmHWM"),
+    }
+
+
+def writer_alone(top: Path, count: int) -> float:
+    alone = Setup(top)
+    t0 = time.perf_counter()
+    for i in range(count):
+        alone.drop(f"burst-{i:05d}")
+    return time.perf_counter() - t0
 
 
 def bench_burst(python: str, top: Path, count: int, repeats: int) -> dict[str, Any]:
@@ -211,47 +282,89 @@ def bench_burst(python: str, top: Path, count: int, repeats: int) -> dict[str, A
     with no daemon running: on a shared machine the writer alone shows how loaded the
     disk is. Nothing is deleted until the end: mass deletes on a `discard` mount slow the
     journal for a while and would skew the next measurement."""
-    runs = []
-    for r in range(repeats):
-        setup = Setup(top / f"burst-{r}")
-        proc = Proc(python, setup)
-        proc.wait_ready()
-        cpu0 = proc.cpu_ns()
-        t0 = time.perf_counter()
-        for i in range(count):
-            setup.drop(f"burst-{i:05d}")
-        t_written = time.perf_counter() - t0
-        while len(os.listdir(setup.requests)) < count:
-            time.sleep(0.002)
-        t_requests = time.perf_counter() - t0
-        while ledger_emitted(setup) < count:
-            time.sleep(0.002)
-        t_ledger = time.perf_counter() - t0
-        cpu = (proc.cpu_ns() - cpu0) / 1e9
-        proc.stop()
-        runs.append(
-            {
-                "writer_s": t_written,
-                "all_requests_s": t_requests,
-                "ledger_committed_s": t_ledger,
-                "daemon_cpu_s": cpu,
-            }
-        )
-    alone = Setup(top / "writer-alone")
-    t0 = time.perf_counter()
-    for i in range(count):
-        alone.drop(f"burst-{i:05d}")
-    writer_alone = time.perf_counter() - t0
+    runs = [burst_once(python, top / f"burst-{r}", count) for r in range(repeats)]
     result: dict[str, Any] = {
         "records": count,
+        "routed": routed_count(count),
         "repeats": repeats,
-        "writer_alone_s": round(writer_alone, 3),
+        "writer_alone_s": round(writer_alone(top / "writer-alone", count), 3),
     }
     for key in runs[0]:
         values = [run[key] for run in runs]
-        result[key] = round(statistics.median(values), 3)
-        result[f"{key}_all"] = [round(v, 3) for v in values]
+        result[key] = round(statistics.median(values), 4)
+        result[f"{key}_all"] = [round(v, 4) for v in values]
     return result
+
+
+def bench_ab(python: str, top: Path, old: Path, runs: int, count: int) -> dict[str, Any]:
+    """The burst through this checkout's daemon and `old`'s, interleaved (new, old, old,
+    new, ...) with the writer alone timed between them: medians per build."""
+    builds = {"new": SCRIPT, "old": old}
+    seen: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
+    alone = []
+    for r in range(runs):
+        order = ("new", "old") if r % 2 == 0 else ("old", "new")
+        for build in order:
+            run = burst_once(python, top / f"ab-{build}-{r}", count, builds[build])
+            seen[build].append(run)
+            print(
+                f"  {build} #{r}: requests {run['all_requests_s']:.3f} s, "
+                f"CPU {run['daemon_cpu_s']:.3f} s ({run['cpu_per_record_ms']:.3f} ms/record)",
+                flush=True,
+            )
+        alone.append(writer_alone(top / f"ab-alone-{r}", count))
+    out: dict[str, Any] = {
+        "records": count,
+        "routed": routed_count(count),
+        "runs": runs,
+        "old_script": str(old),
+        "writer_alone_s": round(statistics.median(alone), 4),
+        "writer_alone_s_all": [round(a, 4) for a in alone],
+    }
+    for build, rows in seen.items():
+        out[build] = {k: round(statistics.median(r[k] for r in rows), 4) for k in rows[0]}
+        out[build]["all"] = rows
+        out[build]["burst_over_writer"] = round(
+            out[build]["all_requests_s"] / max(out["writer_alone_s"], 1e-9), 2
+        )
+    return out
+
+
+def bench_grow(
+    python: str, top: Path, steps: list[int], script: Path | None = None
+) -> dict[str, Any]:
+    """One running daemon that handles a growing history itself (no `once` first): records
+    are written in steps up to each size; after each step, once the ledger has them all,
+    its RSS and peak RSS (VmRSS / VmHWM) and the time the step took."""
+    setup = Setup(top)
+    proc = Proc(python, setup, script=script)
+    proc.wait_ready()
+    out: dict[str, Any] = {}
+    done = 0
+    for size in steps:
+        t0 = time.perf_counter()
+        cpu0 = proc.cpu_ns()
+        for i in range(done, size):
+            setup.drop(f"g-{i:06d}")
+        t_written = time.perf_counter() - t0
+        while ledger_handled(setup) < size:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        time.sleep(0.5)  # the pass after the step (state.json, memory handed back)
+        rss = proc.rss_kib()
+        out[str(size)] = {
+            "rss_kib": rss.get("VmRSS"),
+            "peak_rss_kib": rss.get("VmHWM"),
+            "step_s": round(elapsed, 2),
+            "step_writer_s": round(t_written, 2),
+            "step_cpu_s": round((proc.cpu_ns() - cpu0) / 1e9, 2),
+        }
+        print(f"  {size} handled: RSS {rss.get('VmRSS', 0) / 1024:.1f} MiB", flush=True)
+        done = size
+    proc.stop()
+    first, last = out[str(steps[0])], out[str(steps[-1])]
+    out["rss_ratio"] = round(last["rss_kib"] / max(first["rss_kib"], 1), 3)
+    return out
 
 
 def prepare_handled(python: str, top: Path, count: int) -> tuple[Setup, dict[str, Any]]:
@@ -358,7 +471,7 @@ def idle_inprocess(setup: Setup, count: int, passes: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    global SCRIPT
+    global SCRIPT, MIX
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default=sys.executable, help="interpreter for the daemon")
     parser.add_argument("--script", default=str(SCRIPT), help="dispatcher.py to measure")
@@ -367,13 +480,27 @@ def main() -> int:
         "--sizes", default="2000,20000,100000", help="history sizes (handled records)"
     )
     parser.add_argument("--skip-latency", action="store_true", help="history sizes only")
+    parser.add_argument(
+        "--mix", choices=sorted(MIXES), default=MIX, help="routed share of the records"
+    )
+    parser.add_argument("--tmp", default=None, help="folder for the throwaway roots (/dev/shm)")
+    parser.add_argument(
+        "--ab", default=None, metavar="OLD_SCRIPT", help="only the burst, this build vs OLD"
+    )
+    parser.add_argument("--runs", type=int, default=4, help="--ab: bursts per build")
+    parser.add_argument(
+        "--grow",
+        action="store_true",
+        help="only RSS of one daemon handling 2k, 20k, 100k records itself (--sizes)",
+    )
     args = parser.parse_args()
     SCRIPT = Path(args.script).resolve()
+    MIX = args.mix
     # In-process timing imports this checkout's dispatcher: only when that is the one measured.
     inprocess = SCRIPT == REPO / "files" / "dispatcher.py"
     sizes = sorted(int(n) for n in args.sizes.split(","))
     passes = 200 if args.quick else 1000
-    top = Path(tempfile.mkdtemp(prefix="hyops-bench-"))
+    top = Path(tempfile.mkdtemp(prefix="hyops-bench-", dir=args.tmp))
     results: dict[str, Any] = {
         "python": subprocess.run(
             [args.python, "--version"], capture_output=True, text=True
@@ -382,7 +509,23 @@ def main() -> int:
         "when": datetime.now(UTC).isoformat(),
         "cpus": os.cpu_count(),
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        "mix": MIX,
+        "tmp": str(top),
     }
+    if args.grow:
+        try:
+            results["grow"] = bench_grow(args.python, top, sizes)
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+        print(json.dumps(results["grow"], indent=1))
+        save(results)
+        return 0
+    if args.ab:
+        try:
+            results["ab"] = bench_ab(args.python, top, Path(args.ab).resolve(), args.runs, 2000)
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+        return report_ab(results)
     try:
         if not args.skip_latency:
             print("latency ...", flush=True)
@@ -485,6 +628,40 @@ def main() -> int:
     path = out / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nraw results: {path}")
+    return 0
+
+
+def save(results: dict[str, Any]) -> None:
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nraw results: {path}")
+
+
+def report_ab(results: dict[str, Any]) -> int:
+    ab = results["ab"]
+    results["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    print(
+        f"\nburst A/B ({results['python']}, mix {results['mix']}, {ab['routed']} of "
+        f"{ab['records']} routed, {ab['runs']} interleaved runs each, roots in "
+        f"{results['tmp']}, load {' '.join(results['loadavg_start'])} -> "
+        f"{' '.join(results['loadavg_end'])}); medians, old = {ab['old_script']}"
+    )
+    rows = [
+        ("all requests (s)", "all_requests_s"),
+        ("ledger committed (s)", "ledger_committed_s"),
+        ("daemon CPU (s)", "daemon_cpu_s"),
+        ("CPU per record (ms)", "cpu_per_record_ms"),
+        ("burst / writer alone", "burst_over_writer"),
+        ("RSS after the burst (KiB)", "rss_kib"),
+        ("peak RSS (KiB)", "peak_rss_kib"),
+    ]
+    print(f"  {'measure':<30} {'new':>10} {'old':>10}")
+    for label, key in rows:
+        print(f"  {label:<30} {ab['new'][key]!s:>10} {ab['old'][key]!s:>10}")
+    print(f"  {'writer alone (s)':<30} {ab['writer_alone_s']!s:>10}")
+    save(results)
     return 0
 
 

@@ -24,7 +24,14 @@ from .host import Notifier, acquire_lock, release_free_memory
 from .inbox import ReplayInbox
 from .index import FileIndex
 from .jsonlog import JsonLog
-from .ledger import CLEAN_STOP, LEDGER_BUSY_SECONDS, LEDGER_OPEN_WAIT, Ledger, is_corrupt
+from .ledger import (
+    CLEAN_STOP,
+    LEDGER_BUSY_SECONDS,
+    LEDGER_OPEN_WAIT,
+    LOOKUP_CHUNK,
+    Ledger,
+    is_corrupt,
+)
 from .metrics import MetricsReport
 from .pipeline import judge_record_file, read_record_bytes
 from .record import RecordRejected, is_record_name, read_valid_record
@@ -204,7 +211,7 @@ class Daemon:
     # ---------------------------------------------------------------- passes
     def scan(self, full: bool = False, names: Optional[Iterable[str]] = None) -> int:
         """One pass. `names`: only these (inotify); `full`: stat every file; else the cheap
-        safety net (folder mtime, listing only when it changed, watched files)."""
+        safety net (folder mtime, listing only when it changed, pending files due)."""
         now = self.clock()
         if names is not None:
             todo = [n for n in names if is_record_name(n)]
@@ -214,14 +221,20 @@ class Daemon:
                 return 0
             todo = listed
         handled = 0
-        for name in self._oldest_first(todo):
-            if self.stop_requested:
-                break  # SIGTERM: the write in hand is done; the rest waits for the next start
-            handled += self.consider(name, now)
-            if self.batch.full:
-                self.finish_batch()
-            if handled and handled % 128 == 0:
-                self.notifier.ping(self.mono())
+        ordered = self._oldest_first(todo)
+        try:
+            for pos, name in enumerate(ordered):
+                if self.stop_requested:
+                    break  # SIGTERM: the write in hand is done; the rest waits for the next start
+                if pos % LOOKUP_CHUNK == 0:
+                    self.index.prefetch(ordered[pos : pos + LOOKUP_CHUNK])
+                handled += self.consider(name, now)
+                if self.batch.full:
+                    self.finish_batch()
+                if handled and handled % 128 == 0:
+                    self.notifier.ping(self.mono())
+        finally:
+            self.index.end_pass()
         self.finish_batch()
         self._note_remade()
         return handled
@@ -258,7 +271,13 @@ class Daemon:
                 self.report.folder_usable(records_dir)
                 self.watcher.arm()  # the old watch (if any) may belong to a replaced folder
             self.watcher.listed(mtime_ns, full or recovering, self.mono())
-        todo.extend(self.index.watched)  # duplicates are dropped by _oldest_first
+        # Bad files cost nothing here: pending ones only when their deadline is due; a
+        # rejected one when inotify names it, the listing or the full scan finds it
+        # changed; without inotify one slice of them per pass (duplicates are dropped by
+        # _oldest_first).
+        todo.extend(self.index.pending_due(now, self._settle_horizon()))
+        if self.watcher.inotify is None and not full:
+            todo.extend(self.index.rejected_slice())
         return todo
 
     def _oldest_first(self, names: List[str]) -> List[str]:
@@ -540,6 +559,7 @@ class Daemon:
             )
             self.notifier.ping(self.mono(), force=True)
             self._guarded(self._after_ready)
+            self.ledger.shrink()
             release_free_memory()
             self.last_poll = self.mono()
             while not self.stop_requested:
@@ -661,6 +681,7 @@ class Daemon:
                 self.approvals.sync()
             self.answer_replays()
         if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
+            self.ledger.shrink()
             release_free_memory()
         self.approvals.tick(self.clock())
         self.last_pass = self.clock()

@@ -1,8 +1,9 @@
 """UTC time stamps and identifiers: ISO 8601 parsing, compact stamps, the decision hash and
 the dispatch id derived from a decision (never from "now" or randomness).
 
-Invariant: pure (only `now_iso` reads the clock); the same decision always gives the same
-dispatch id; imports nothing of the package.
+Invariant: pure (only `now_iso` reads the clock; the two one-entry memos change no
+answer); the same decision always gives the same dispatch id; imports nothing of the
+package.
 """
 
 from __future__ import annotations
@@ -30,10 +31,25 @@ ISO_RE = re.compile(
 )
 
 
+# The last text parsed and the last epoch formatted, with their answers: a pass stamps
+# every request with the same "now", and each request's stamp is read back for the
+# approvals table (one entry each: a cache that cannot grow).
+_LAST_PARSED: list = ["", None]
+_LAST_FORMATTED: list = [None, ""]
+
+
 def parse_iso_utc(text: Any) -> Optional[float]:
     """Epoch seconds of an ISO 8601 timestamp (naive means UTC); None when unparsable."""
     if not isinstance(text, str):
         return None
+    if text == _LAST_PARSED[0]:
+        return _LAST_PARSED[1]
+    epoch = _parse_iso_utc(text)
+    _LAST_PARSED[:] = [text, epoch]
+    return epoch
+
+
+def _parse_iso_utc(text: str) -> Optional[float]:
     m = ISO_RE.match(text.strip())
     if not m:
         return None
@@ -66,7 +82,11 @@ def compact_ts(epoch: float) -> str:
 
 
 def iso_ts(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    if epoch == _LAST_FORMATTED[0]:
+        return _LAST_FORMATTED[1]
+    text = datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    _LAST_FORMATTED[:] = [epoch, text]
+    return text
 
 
 def compact_to_epoch(text: str) -> float:

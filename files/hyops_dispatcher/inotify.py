@@ -66,7 +66,7 @@ class Inotify:
 
     def read(self) -> Tuple[set, bool]:
         """Drain events: (changed names, overflow)."""
-        names: set = set()
+        raws: set = set()  # a name has several events per write: decoded once
         overflow = False
         while True:
             try:
@@ -89,8 +89,8 @@ class Inotify:
                     self.lost = True
                     overflow = True
                 if raw:
-                    names.add(os.fsdecode(raw))
-        return names, overflow
+                    raws.add(raw)
+        return {os.fsdecode(raw) for raw in raws}, overflow
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -21,6 +21,10 @@ from .states import LOG_LEVELS
 # syslog(3) priorities of the log levels: journald reads a `<N>` line prefix as the line's
 # priority (SyslogLevelPrefix=yes, the default), so `journalctl -p warning` shows them.
 SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3}
+_PREFIX = {level: f"<{n}>".encode() for level, n in SYSLOG_PRIORITY.items()}
+
+# Built once (json.dumps with options builds an encoder per call); C encoder, ASCII.
+_LINE = json.JSONEncoder(ensure_ascii=True, default=str)
 
 
 def journal_stream() -> bool:
@@ -106,8 +110,10 @@ class JsonLog:
         if LOG_LEVELS.get(level, 20) < self.level:
             return
         doc = {"ts": now_iso(), "level": level, "event": event}
-        doc.update({k: v for k, v in fields.items() if v is not None})
-        line = (json.dumps(doc, ensure_ascii=True, default=str) + "\n").encode()
+        for key, value in fields.items():
+            if value is not None:
+                doc[key] = value
+        line = (_LINE.encode(doc) + "\n").encode("ascii")
         if self.fd is not None:
             try:
                 if self.size + len(line) > self.max_bytes and self.size > 0:
@@ -116,26 +122,21 @@ class JsonLog:
                 self.size += len(line)
             except OSError as exc:
                 # The log must never stop the daemon; the journal still gets the line.
-                self._stderr(
-                    "ERROR",
-                    json.dumps(
-                        {
-                            "ts": now_iso(),
-                            "level": "ERROR",
-                            "event": "error",
-                            "reason": f"log write failed: {exc}",
-                        }
-                    )
-                    + "\n",
-                )
+                failed = {
+                    "ts": now_iso(),
+                    "level": "ERROR",
+                    "event": "error",
+                    "reason": f"log write failed: {exc}",
+                }
+                self._stderr("ERROR", (_LINE.encode(failed) + "\n").encode("ascii"))
         if self.to_stderr:
-            self._stderr(level, line.decode())
+            self._stderr(level, line)
 
-    def _stderr(self, level: str, text: str) -> None:
+    def _stderr(self, level: str, line: bytes) -> None:
         if self.journal:
-            text = f"<{SYSLOG_PRIORITY.get(level, 6)}>{text}"
+            line = _PREFIX.get(level, b"<6>") + line
         with contextlib.suppress(OSError, ValueError):
-            os.write(2, text.encode())
+            os.write(2, line)
 
     def close(self) -> None:
         if self.fd is not None:

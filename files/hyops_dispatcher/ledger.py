@@ -262,6 +262,12 @@ class Ledger:
         self.rollback()
         self.db.close()
 
+    def shrink(self) -> None:
+        """Hand SQLite's page cache back after a big pass (it refills from the OS's page
+        cache as needed): resident memory then does not keep what one pass touched."""
+        if not self.in_tx:
+            self.db.execute("PRAGMA shrink_memory")
+
     # --- reads: files (the index)
     _KNOWN = (
         "SELECT name, size, mtime_ns, ctime_ns, inode, outcome, decision_id, gone_at FROM files"
@@ -278,6 +284,13 @@ class Ledger:
         """The row for one file name, also when the file went away (gone=True)."""
         row = self.db.execute(f"{self._KNOWN} WHERE name = ?", (ledger_name(name),)).fetchone()
         return None if row is None else self._known(row)
+
+    def known_files(self, names: List[str]) -> Dict[str, KnownFile]:
+        """ledger name -> its row, for up to LOOKUP_CHUNK ledger names (one query for a
+        pass's names instead of one per file)."""
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(f"{self._KNOWN} WHERE name IN ({marks})", names)
+        return {row[0]: self._known(row) for row in rows}
 
     def inodes_of(self, names: List[str]) -> Dict[str, int]:
         """name -> inode of files still present, for up to LOOKUP_CHUNK ledger names."""
@@ -299,11 +312,21 @@ class Ledger:
         )
         return {row[0]: row[1:] for row in rows}
 
-    def watched_files(self) -> List[Tuple[str, KnownFile]]:
+    def pending_files(self) -> List[Tuple[str, KnownFile]]:
         rows = self.db.execute(
-            f"{self._KNOWN} WHERE outcome IN ('pending', 'rejected') AND gone_at IS NULL"
+            f"{self._KNOWN} INDEXED BY files_watched "
+            "WHERE outcome IN ('pending', 'rejected') AND outcome = 'pending' AND gone_at IS NULL"
         ).fetchall()
         return [(row[0], self._known(row)) for row in rows]
+
+    def rejected_after(self, rowid: int, limit: int) -> List[Tuple[int, str]]:
+        """(rowid, name) of up to `limit` present rejected files after `rowid`."""
+        return self.db.execute(
+            "SELECT rowid, name FROM files INDEXED BY files_watched "
+            "WHERE outcome IN ('pending', 'rejected') AND outcome = 'rejected' "
+            "AND gone_at IS NULL AND rowid > ? ORDER BY rowid LIMIT ?",
+            (rowid, limit),
+        ).fetchall()
 
     def live_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE gone_at IS NULL").fetchone()[0]

@@ -67,6 +67,20 @@ def test_golden(case: str) -> None:
         assert json.loads(dump_json(got["request"])) == got["request"]
 
 
+def test_request_bytes_are_one_sorted_line() -> None:
+    """What a consumer or an operator reading a request file sees, byte for byte: one line
+    of JSON, keys sorted, ASCII, ending in a newline (golden/service-cutover.request.json;
+    `jq .` shows it indented)."""
+    request = run_case("service-cutover")["request"]
+    data = dump_json(request)
+    path = GOLDEN / "service-cutover.request.json"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_bytes(data)
+    assert data == path.read_bytes()
+    assert data.count(b"\n") == 1 and data.endswith(b"}\n")
+    assert json.loads(data) == request
+
+
 PY39_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
