@@ -491,8 +491,7 @@ class Daemon:
         if new.paths() != self.config.paths():
             self.report.reload_refused(
                 "reload refused: root, records, requests, state, ledger or log path "
-                "changed; restart the service for that; keeping the running config",
-                cause="reload",
+                "changed; restart the service for that; keeping the running config"
             )
             return
         # What depends on the config is built again from it; the folders they write stay
