@@ -23,6 +23,7 @@ from .verdicts import (
     KnownFile,
     Outcome,
     PriorDecision,
+    judge_ahead,
     judge_collision,
     judge_file,
     judge_prior,
@@ -141,6 +142,8 @@ def judge_record_file(
                     still_waiting=still_waiting,
                 )
                 outcome = Outcome.of_decision(decision)
+                if decision.outcome == "pending":
+                    outcome = judge_ahead(decision, sig, known, config, now)
                 if decision.outcome == "emitted":
                     assert decision.dispatch_id is not None
                     outcome = judge_collision(decision, existing(decision.dispatch_id))
