@@ -19,7 +19,7 @@ from .approvals import approval_state, awaits_approval, request_facts
 from .config import Config
 from .console import err, printable
 from .daemon import start_daemon
-from .fsio import open_own_file, read_json_quiet
+from .fsio import open_own_file, read_json_doc, read_json_quiet
 from .host import Locked, lock_holder_running
 from .ids import parse_iso_utc
 from .inbox import ReplayInbox
@@ -131,7 +131,16 @@ def list_requests(config: Config) -> List[dict]:
         names = sorted(n for n in os.listdir(config.requests_dir) if is_record_name(n))
     except OSError:
         return result
-    docs = [read_json_quiet(os.path.join(config.requests_dir, name)) or {} for name in names]
+    docs = []
+    for name in names:
+        path = os.path.join(config.requests_dir, name)
+        doc, problem = read_json_doc(path)
+        if doc is not None and request_facts(doc) is None:
+            doc, problem = None, "no valid dispatch_id (pattern and date)"
+        if doc is None:
+            err(f"request file {path} skipped: {problem}")  # one line, never fatal
+            continue
+        docs.append(doc)
     superseded = {d.get("supersedes") for d in docs if isinstance(d.get("supersedes"), str)}
     folder = config.approvals_dir
     readable = os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
