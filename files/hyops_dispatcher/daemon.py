@@ -465,7 +465,11 @@ class Daemon:
                 raise
             except Exception as exc:  # a bug answers the operator instead of stopping us
                 answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
-            self.replays.answer(decision_id, answer)
+            problem = self.replays.answer(decision_id, answer)
+            if problem is not None:  # the operator's side times out and says so
+                self.report.error(
+                    f"replay {decision_id}: {problem}; the ask is dropped", level="WARNING"
+                )
 
     # ---------------------------------------------------------------- state.json
     def write_state(self, force: bool = False) -> None:
