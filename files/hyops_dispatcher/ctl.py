@@ -19,8 +19,8 @@ from .approvals import approval_state, awaits_approval, request_facts
 from .config import Config
 from .console import err, printable
 from .daemon import start_daemon
-from .fsio import open_own_file, read_json_doc, read_json_quiet
-from .host import Locked, lock_holder_running
+from .fsio import read_json_doc, read_json_quiet
+from .host import Locked, lock_holder, lock_holder_running
 from .ids import parse_iso_utc
 from .inbox import ReplayInbox
 from .jsonlog import open_log
@@ -287,14 +287,6 @@ def _owner_of(folder: str) -> Optional[Tuple[int, int]]:
     return st.st_uid, st.st_gid
 
 
-def _daemon_pid(lock_file: str) -> Optional[int]:
-    try:
-        with os.fdopen(open_own_file(lock_file, os.O_RDONLY, owned=False), "rb") as fh:
-            return int(fh.read(32).split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Optional[dict]:
     """Hand the replay to the running daemon; None when it did not answer in time."""
     inbox = ReplayInbox(config)
@@ -307,8 +299,8 @@ def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Opt
             if answer is not None:
                 return answer
             if time.monotonic() >= next_signal:
-                pid = _daemon_pid(config.lock_file)
-                if pid is not None:
+                pid, command = lock_holder(config.lock_file)
+                if pid is not None and command == "run":  # only the daemon has the handler
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGUSR1)  # "look now", as for a folder check
                 next_signal = time.monotonic() + 1.0
@@ -329,6 +321,13 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
         return EXIT_RUNTIME
     answer: Optional[dict] = None
     if lock_holder_running(config.lock_file):
+        pid, command = lock_holder(config.lock_file)
+        if command != "run":
+            err(
+                f"the lock {config.lock_file} is held by '{command}' (pid {pid}), not by the "
+                "daemon; nothing asked: run the replay again once it is done"
+            )
+            return EXIT_RUNTIME
         answer = _ask_running_daemon(config, decision_id, timeout)
         if answer is None:
             err(f"the running daemon did not answer the replay within {timeout:g} s")
@@ -337,7 +336,11 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
         log = open_log(config, to_stderr=False, rotate=False)
         try:
             daemon = start_daemon(
-                config, log, use_inotify=False, owner=_owner_of(config.requests_dir)
+                config,
+                log,
+                use_inotify=False,
+                owner=_owner_of(config.requests_dir),
+                command="replay",
             )
         except Locked:
             log.close()

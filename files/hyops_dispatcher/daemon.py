@@ -76,10 +76,12 @@ def start_daemon(
     owner: Optional[Tuple[int, int]] = None,
     monotonic: Callable[[], float] = time.monotonic,
     hold_lock: bool = True,
+    command: str = "run",
 ) -> Daemon:
     """Open everything a pass needs (folders, the instance lock, the ledger, the index, the
     batch, the approvals, the watch) and return the running Daemon; on a failure nothing
-    stays open. `owner`: (uid, gid) for files created when an operator runs as root."""
+    stays open. `owner`: (uid, gid) for files created when an operator runs as root;
+    `command` (run, once, replay) is written into the lock file beside the pid."""
     cfg = config
     notifier = Notifier()
     replays = ReplayInbox(cfg)
@@ -93,7 +95,11 @@ def start_daemon(
             os.makedirs(folder, mode=0o750, exist_ok=True)
             if owner is not None:  # an operator command run as root
                 os.chown(folder, *owner)
-    lock_fd = acquire_lock(cfg.lock_file) if hold_lock else None
+    lock_fd = acquire_lock(cfg.lock_file, command) if hold_lock else None
+    if command != "run" and hold_lock:
+        # Only `run` answers SIGUSR1; a `once` or a replay without a daemon holding the
+        # lock must not die of one (an old `replay` may still send it).
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     ledger: Optional[Ledger] = None
     try:
         check_own_path(cfg.state_file)
