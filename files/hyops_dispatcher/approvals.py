@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tu
 
 from .config import Config
 from .fsio import read_json_quiet
-from .ids import DISPATCH_ID_RE, compact_to_epoch, iso_ts, parse_iso_utc
+from .ids import dispatch_id_epoch, iso_ts, parse_iso_utc
 from .jsonlog import JsonLog
 from .ledger import LOOKUP_CHUNK, Ledger
 from .record import is_handoff, is_record_name
@@ -43,12 +43,13 @@ def request_facts(doc: Any) -> Optional[RequestFacts]:
     if not isinstance(doc, dict):
         return None
     dispatch_id = doc.get("dispatch_id")
-    if not isinstance(dispatch_id, str) or not DISPATCH_ID_RE.match(dispatch_id):
-        return None
+    id_epoch = dispatch_id_epoch(dispatch_id)
+    if id_epoch is None:
+        return None  # not a dispatch id (or one naming no real date)
     route = doc.get("route") or doc.get("decision_type")
     issued = parse_iso_utc(doc.get("timestamp_utc"))
     if issued is None:
-        issued = compact_to_epoch(dispatch_id.split("-")[1])
+        issued = id_epoch
     supersedes = doc.get("supersedes")
     source = doc.get("source_decision_id")
     return RequestFacts(

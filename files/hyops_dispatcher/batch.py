@@ -7,18 +7,16 @@ folder is the truth.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from typing import Dict, List, Optional, Tuple
 
 from .decide import Decision
-from .fsio import StagedWrites, open_own_file, read_json_quiet
-from .ids import compact_to_epoch, parse_iso_utc
+from .fsio import StagedWrites, read_json_doc, read_json_quiet
+from .ids import dispatch_id_epoch, parse_iso_utc
 from .jsonlog import JsonLog
-from .jsontext import dump_json
+from .jsontext import dump_json, short
 from .ledger import LOOKUP_CHUNK, Ledger
-from .record import is_record_name
+from .record import DECISION_ID_RE, is_record_name
 from .states import BATCH_MAX
 from .verdicts import ADOPTED_REASON, IN_THIS_BATCH
 
@@ -164,32 +162,34 @@ class Batch:
             if name[:-5] in known:
                 continue
             path = os.path.join(self.requests_dir, name)
-            try:
-                with os.fdopen(open_own_file(path, os.O_RDONLY, owned=False), "rb") as fh:
-                    doc = json.loads(fh.read(4 << 20))
-                decision_id = doc["source_decision_id"]
-                dispatch_id = doc["dispatch_id"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            doc, problem = read_json_doc(path)
+            decision_id = dispatch_id = epoch = None
+            if doc is not None:
+                decision_id, dispatch_id = doc.get("source_decision_id"), doc.get("dispatch_id")
+                epoch = dispatch_id_epoch(dispatch_id)
+                if not isinstance(decision_id, str) or not DECISION_ID_RE.match(decision_id):
+                    problem = f"source_decision_id {short(decision_id)} is not a decision id"
+                elif epoch is None:
+                    problem = f"dispatch_id {short(dispatch_id)} is not a dispatch id"
+            if problem or doc is None or decision_id is None or dispatch_id is None:
+                # Reported, never fatal, never moved: the folder is the consumer's too.
                 log.event(
                     "error",
                     level="WARNING",
                     file=path,
-                    reason=f"unreadable request file ignored in reconcile: {exc}",
+                    reason=f"request file ignored (not adopted into the ledger): {problem}",
                 )
                 continue
-            if not isinstance(decision_id, str) or not isinstance(dispatch_id, str):
-                continue
-            epoch = parse_iso_utc(doc.get("decision_timestamp_utc"))
-            if epoch is None:
-                with contextlib.suppress(ValueError, IndexError):
-                    epoch = compact_to_epoch(dispatch_id.split("-")[1])
+            stamped = parse_iso_utc(doc.get("decision_timestamp_utc"))
+            epoch = epoch if stamped is None else stamped
             source = doc.get("source_decision_file")
+            route = doc.get("route") or doc.get("decision_type")
             self.ledger.begin()
             self.ledger.put_decision(
                 decision_id,
                 "emitted",
                 dispatch_id,
-                doc.get("route") or doc.get("decision_type"),
+                route if isinstance(route, str) else None,
                 epoch,
                 os.path.basename(source) if isinstance(source, str) else None,
                 ADOPTED_REASON,

@@ -69,7 +69,9 @@ def cmd_run(config: Config, once: bool) -> int:
         err(f"cannot open log {config.log_file}: {exc.strerror or exc}")
         return EXIT_RUNTIME
     try:
-        daemon = start_daemon(config, log, use_inotify=_use_inotify() and not once)
+        daemon = start_daemon(
+            config, log, use_inotify=_use_inotify() and not once, command="once" if once else "run"
+        )
     except Locked:
         err(f"another dispatcher already runs on this root (lock {config.lock_file} is held)")
         return EXIT_LOCKED

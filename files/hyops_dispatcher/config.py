@@ -324,6 +324,16 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         ):
             if _inside(own, folder):
                 raise ConfigError(f"{key}: must not be inside {folder_key} {folder}; got {own}")
+    max_age = _integer(obj, "max_record_age_seconds", 86400, 60)
+    retention = _integer(obj, "ledger_retention_seconds", 2592000, 60)
+    if retention < max_age:
+        # A pruned row of a record still young enough to be dispatched: the same record
+        # coming back (a folder restored) would get a second request.
+        raise ConfigError(
+            f"ledger_retention_seconds: must be >= max_record_age_seconds {max_age} (a record "
+            f"that comes back after its ledger row was pruned would be dispatched again); "
+            f"got {retention}"
+        )
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return Config(
         path=config_path,
@@ -339,10 +349,10 @@ def parse_config(raw: bytes, config_path: str) -> Config:
         poll_seconds=_integer(obj, "poll_seconds", None, 5, 3600),
         heartbeat_seconds=_integer(obj, "heartbeat_seconds", 60, 5, 3600),
         log_level=level,
-        max_record_age_seconds=_integer(obj, "max_record_age_seconds", 86400, 60),
+        max_record_age_seconds=max_age,
         max_record_bytes=_integer(obj, "max_record_bytes", 1048576, 1024, 67108864),
         settle_seconds=_integer(obj, "settle_seconds", 2, 0, 300),
-        ledger_retention_seconds=_integer(obj, "ledger_retention_seconds", 2592000, 0),
+        ledger_retention_seconds=retention,
         log_max_bytes=_integer(obj, "log_max_bytes", 10485760, 65536),
         log_backup_count=_integer(obj, "log_backup_count", 5, 1, 100),
         routes=routes,

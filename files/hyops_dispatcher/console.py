@@ -10,13 +10,20 @@ import re
 import sys
 from typing import Any, List, Optional, Sequence
 
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable(value: Any) -> str:
     """Text for a person's terminal: control characters (a newline that would forge a
-    row, an ESC sequence) shown as \\xNN escapes. Every human printer uses it."""
-    return CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    row, an ESC sequence) shown as \\xNN escapes, lone surrogates (a name that is not
+    UTF-8, a \\ud800 in JSON) as \\uNNNN, which no terminal encoding refuses. Every
+    human printer uses it."""
+    return CONTROL_RE.sub(lambda m: _escape(m.group()), str(value))
 
 
 def err(message: str) -> None:

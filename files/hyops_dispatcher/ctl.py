@@ -21,8 +21,8 @@ from .config import Config
 from .console import age, err, printable, table
 from .daemon import start_daemon
 from .episodes import LedgerEpisodes
-from .fsio import open_own_file, read_json_quiet
-from .host import Locked, lock_holder_running
+from .fsio import read_json_doc, read_json_quiet
+from .host import Locked, lock_holder, lock_holder_running
 from .ids import iso_ts, parse_iso_utc
 from .inbox import ReplayInbox
 from .jsonlog import open_log
@@ -237,7 +237,16 @@ def list_requests(config: Config) -> List[dict]:
         names = sorted(n for n in os.listdir(config.requests_dir) if is_record_name(n))
     except OSError:
         return result
-    docs = [read_json_quiet(os.path.join(config.requests_dir, name)) or {} for name in names]
+    docs = []
+    for name in names:
+        path = os.path.join(config.requests_dir, name)
+        doc, problem = read_json_doc(path)
+        if doc is not None and request_facts(doc) is None:
+            doc, problem = None, "no valid dispatch_id (pattern and date)"
+        if doc is None:
+            err(f"request file {path} skipped: {problem}")  # one line, never fatal
+            continue
+        docs.append(doc)
     superseded = {d.get("supersedes") for d in docs if isinstance(d.get("supersedes"), str)}
     folder = config.approvals_dir
     readable = os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
@@ -432,14 +441,6 @@ def _owner_of(folder: str) -> Optional[Tuple[int, int]]:
     return st.st_uid, st.st_gid
 
 
-def _daemon_pid(lock_file: str) -> Optional[int]:
-    try:
-        with os.fdopen(open_own_file(lock_file, os.O_RDONLY, owned=False), "rb") as fh:
-            return int(fh.read(32).split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Optional[dict]:
     """Hand the replay to the running daemon; None when it did not answer in time."""
     inbox = ReplayInbox(config)
@@ -452,8 +453,8 @@ def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Opt
             if answer is not None:
                 return answer
             if time.monotonic() >= next_signal:
-                pid = _daemon_pid(config.lock_file)
-                if pid is not None:
+                pid, command = lock_holder(config.lock_file)
+                if pid is not None and command == "run":  # only the daemon has the handler
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGUSR1)  # "look now", as for a folder check
                 next_signal = time.monotonic() + 1.0
@@ -482,6 +483,13 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
             return EXIT_RUNTIME
     answer: Optional[dict] = None
     if lock_holder_running(config.lock_file):
+        pid, command = lock_holder(config.lock_file)
+        if command != "run":
+            err(
+                f"the lock {config.lock_file} is held by '{command}' (pid {pid}), not by the "
+                "daemon; nothing asked: run the replay again once it is done"
+            )
+            return EXIT_RUNTIME
         answer = _ask_running_daemon(config, decision_id, timeout)
         if answer is None:
             err(f"the running daemon did not answer the replay within {timeout:g} s")
@@ -490,7 +498,11 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
         log = open_log(config, to_stderr=False, rotate=False)
         try:
             daemon = start_daemon(
-                config, log, use_inotify=False, owner=_owner_of(config.requests_dir)
+                config,
+                log,
+                use_inotify=False,
+                owner=_owner_of(config.requests_dir),
+                command="replay",
             )
         except Locked:
             log.close()

@@ -7,6 +7,7 @@ SIGTERM finishes the current write; SIGHUP reloads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -33,12 +34,12 @@ from .ledger import (
     is_corrupt,
 )
 from .metrics import MetricsReport
-from .pipeline import judge_record_file, read_record_bytes
+from .pipeline import ReadFault, judge_record_file, read_fault, read_record_bytes
 from .record import RecordRejected, is_record_name, read_valid_record
 from .report import StateReport
 from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
-from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
+from .verdicts import COUNTED_REASON, FileSig, KnownFile, Outcome, judge_file, judge_replay
 from .watcher import Watcher
 
 # Full stat scan of the records folder as a belt-and-braces check for in-place edits of
@@ -84,10 +85,12 @@ def start_daemon(
     owner: Optional[Tuple[int, int]] = None,
     monotonic: Callable[[], float] = time.monotonic,
     hold_lock: bool = True,
+    command: str = "run",
 ) -> Daemon:
     """Open everything a pass needs (folders, the instance lock, the ledger, the index, the
     batch, the approvals, the watch) and return the running Daemon; on a failure nothing
-    stays open. `owner`: (uid, gid) for files created when an operator runs as root."""
+    stays open. `owner`: (uid, gid) for files created when an operator runs as root;
+    `command` (run, once, replay) is written into the lock file beside the pid."""
     cfg = config
     notifier = Notifier()
     replays = ReplayInbox(cfg)
@@ -101,7 +104,11 @@ def start_daemon(
             os.makedirs(folder, mode=0o750, exist_ok=True)
             if owner is not None:  # an operator command run as root
                 os.chown(folder, *owner)
-    lock_fd = acquire_lock(cfg.lock_file) if hold_lock else None
+    lock_fd = acquire_lock(cfg.lock_file, command) if hold_lock else None
+    if command != "run" and hold_lock:
+        # Only `run` answers SIGUSR1; a `once` or a replay without a daemon holding the
+        # lock must not die of one (an old `replay` may still send it).
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     ledger: Optional[Ledger] = None
     try:
         check_own_path(cfg.state_file)
@@ -221,6 +228,7 @@ class Daemon:
                 return 0
             todo = listed
         handled = 0
+        fault: Optional[ReadFault] = None
         ordered = self._oldest_first(todo)
         try:
             for pos, name in enumerate(ordered):
@@ -228,7 +236,12 @@ class Daemon:
                     break  # SIGTERM: the write in hand is done; the rest waits for the next start
                 if pos % LOOKUP_CHUNK == 0:
                     self.index.prefetch(ordered[pos : pos + LOOKUP_CHUNK])
-                handled += self.consider(name, now)
+                try:
+                    handled += self._consider_or_flush(name, now)
+                except ReadFault as exc:
+                    # The host's fault, not the record's: no verdict; the others go on, and
+                    # the loop retries this one (degraded) once the pass is done.
+                    fault = fault or exc
                 if self.batch.full:
                     self.finish_batch()
                 if handled and handled % 128 == 0:
@@ -237,7 +250,20 @@ class Daemon:
             self.index.end_pass()
         self.finish_batch()
         self._note_remade()
+        if fault is not None:
+            raise fault
         return handled
+
+    def _consider_or_flush(self, name: str, now: float) -> int:
+        """consider(); out of descriptors while requests of this batch hold some, the batch
+        is made durable first (which frees them) and the file is tried once more."""
+        try:
+            return self.consider(name, now)
+        except ReadFault as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not len(self.batch.writes):
+                raise
+        self.finish_batch()
+        return self.consider(name, now)
 
     def _note_remade(self) -> None:
         if self.batch.folder_remade():
@@ -318,9 +344,7 @@ class Daemon:
             self.index.forget(name, now)
             return 0
         except OSError as exc:
-            outcome = Outcome("rejected", f"cannot stat: {exc.strerror}")
-            self.apply(name, NO_SIG, outcome, now, self.index.lookup(name))
-            return 1
+            raise read_fault(path, exc) from None  # a stat fails for the host, not the file
         known = self.index.lookup(name)
         try:
             judged = judge_record_file(
@@ -336,8 +360,8 @@ class Daemon:
             if judged is None:
                 return 0
             self.apply(name, judged.sig, judged.outcome, now, known)
-        except sqlite3.Error:
-            raise  # the ledger is broken: exit non-zero and let systemd restart us
+        except (sqlite3.Error, ReadFault):
+            raise  # the ledger is broken (exit, systemd restarts us), or the host: retried
         except OSError as exc:
             # Disk full, requests folder unwritable...: not the record's fault. Leave it
             # unhandled: the daemon is degraded and tries again (the listing is forced).
@@ -459,7 +483,11 @@ class Daemon:
                 raise
             except Exception as exc:  # a bug answers the operator instead of stopping us
                 answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
-            self.replays.answer(decision_id, answer)
+            problem = self.replays.answer(decision_id, answer)
+            if problem is not None:  # the operator's side times out and says so
+                self.report.error(
+                    f"replay {decision_id}: {problem}; the ask is dropped", level="WARNING"
+                )
 
     # ---------------------------------------------------------------- state.json
     def write_state(self, force: bool = False) -> None:
@@ -609,9 +637,11 @@ class Daemon:
         except (OSError, sqlite3.Error) as exc:
             if is_corrupt(exc) or isinstance(exc, UnsafeFile):
                 raise
-            self.batch.mark_failed()  # requests may be on disk the ledger lacks
+            if not isinstance(exc, ReadFault):  # a read fault comes after finish_batch
+                self.batch.mark_failed()  # requests may be on disk the ledger lacks
             self.ledger.rollback()
-            reason = str(exc) if isinstance(exc, WriteFailed) else f"cannot write: {exc}"
+            plain = isinstance(exc, (WriteFailed, ReadFault))
+            reason = str(exc) if plain else f"cannot write: {exc}"
             self._writes_failing(reason)
 
     def _writes_failing(self, reason: str) -> None:
@@ -640,7 +670,7 @@ class Daemon:
         if self.report.write_problem:
             return  # failed again in this pass (a request that could not be written)
         self.write_pause = 0.0
-        self.log.event("recovered", reason=f"writes work again (after: {was})")
+        self.log.event("recovered", reason=f"reads and writes work again (after: {was})")
         self.answer_replays()
 
     def _tick(self, inotify_ready: bool) -> None:
@@ -653,7 +683,10 @@ class Daemon:
                 self.poll_requested = False
                 self.last_poll = mono
                 self._retry_writes()
-            self.write_state()
+            # Already degraded: a state.json that cannot be written either is not a new
+            # failure (the pause grows once per retry, not per wake-up).
+            with contextlib.suppress(OSError):
+                self.write_state()
             return
         if inotify_ready and self.watcher.inotify is not None:
             names, overflow = self.watcher.drain()

@@ -157,11 +157,19 @@ def decide(
     base = Decision("", "", decision_id, decision_type, epoch)
     ahead = epoch - now
     if source != "file_mtime" and ahead > FUTURE_SKEW_SECONDS:
-        # A claimed time far ahead would give an id that never becomes stale.
+        said = f"decision time from {source} is {int(ahead)} s in the future"
+        if ahead > FUTURE_SKEW_SECONDS + config.max_record_age_seconds:
+            # Held that long it could never be judged for age: refused (a change re-opens).
+            return base._replace(
+                outcome="rejected",
+                reason=f"{said}, more than max_record_age_seconds "
+                f"{config.max_record_age_seconds:g} ahead; fix the clock or the record",
+            )
+        # Another host's clock: held (pending) until it is within the skew, then decided.
         return base._replace(
-            outcome="rejected",
-            reason=f"decision time from {source} is {int(ahead)} s in the future "
-            f"(more than the {FUTURE_SKEW_SECONDS} s clock skew allowed)",
+            outcome="pending",
+            reason=f"{said} (more than the {FUTURE_SKEW_SECONDS} s clock skew allowed); "
+            "held until it is not",
         )
     status = doc.get("status")
     if not force and status == "queued-local-exec":

@@ -257,12 +257,28 @@ def check_own_path(path: str) -> None:
         )
 
 
-def read_json_quiet(path: str) -> Optional[dict]:
-    """A small JSON document (state, request, replay answer), or None. Never follows a
-    symlink nor blocks on a FIFO someone put in its place."""
+def read_json_doc(path: str) -> Tuple[Optional[dict], str]:
+    """A small JSON object (state, request, replay answer) and "", or None and why not
+    (one line). Never follows a symlink nor blocks on a FIFO someone put in its place;
+    total: a text that is not UTF-8, not JSON, too deep, not an object, or that holds a
+    lone surrogate (no valid text; SQLite and a terminal would refuse it) is a reason."""
     try:
         with os.fdopen(open_own_file(path, os.O_RDONLY, owned=False), "rb") as fh:
             doc = json.loads(fh.read(4 << 20))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            return None, "not a JSON object"
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "holds a lone surrogate (not valid Unicode text)"
+    except OSError as exc:
+        return None, str(exc.strerror or exc)
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:
+        return None, f"not JSON: {exc}"
+    return doc, ""
+
+
+def read_json_quiet(path: str) -> Optional[dict]:
+    """read_json_doc without the reason: the document, or None."""
+    return read_json_doc(path)[0]

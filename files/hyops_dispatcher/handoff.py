@@ -1,7 +1,8 @@
 """`validate-handoff`: the runbook's synthetic check, automated (write a synthetic
 record, wait for its request, check it, remove both).
 
-Invariant: leaves nothing behind (no record, no request) whatever the result.
+Invariant: leaves nothing behind (no record, no request) whatever the result, also when
+stopped by SIGTERM, SIGHUP or SIGINT.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .approvals import approval_marker
 from .config import Config
@@ -103,6 +105,47 @@ def cmd_validate_handoff(
         check("record-written", False, file=record_path, detail=str(exc))
         return finish()
     check("record-written", True, file=record_path)
+    # SIGTERM, SIGHUP or SIGINT while waiting must not skip the cleanup below: each ends
+    # the wait as an Interrupted and the cleanup runs, then the verdict says so.
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    try:
+        _wait_and_check(config, check, expected, decision_id, request_path, timeout)
+    except Interrupted as stop:
+        check("interrupted", False, detail=f"stopped by signal {stop.signum}")
+    finally:
+        for sig in STOP_SIGNALS:  # a second signal must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        _cleanup(config, check, dispatch_id, record_path, request_path)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return finish()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _wait_and_check(
+    config: Config,
+    check: Callable[..., bool],
+    expected: Any,
+    decision_id: str,
+    request_path: str,
+    timeout: float,
+) -> None:
+    """Wait for the daemon's request and check it against `expected` (decide's own)."""
+    dispatch_id = expected.dispatch_id
     request = None
     outcome_seen = None
     deadline = time.monotonic() + timeout
@@ -159,6 +202,16 @@ def cmd_validate_handoff(
             source_decision_id=request.get("source_decision_id"),
         )
         check("synthetic", request.get("synthetic") is True, actual=request.get("synthetic"))
+
+
+def _cleanup(
+    config: Config,
+    check: Callable[..., bool],
+    dispatch_id: str,
+    record_path: str,
+    request_path: str,
+) -> None:
+    """Remove the synthetic record and its request (unless approved)."""
     removed = []
     problems = []
     # The synthetic request always awaits approval (build_request), so a consumer holding
@@ -180,4 +233,3 @@ def cmd_validate_handoff(
         with contextlib.suppress(OSError):
             fsync_dir(folder)
     check("cleanup", not problems, removed=removed, detail="; ".join(problems))
-    return finish()

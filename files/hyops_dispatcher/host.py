@@ -12,7 +12,7 @@ import fcntl
 import os
 import socket
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from .fsio import libc, open_own_file
 
@@ -80,7 +80,19 @@ class Locked(Exception):
     pass
 
 
-def acquire_lock(lock_file: str) -> int:
+def lock_holder(lock_file: str) -> Tuple[Optional[int], str]:
+    """(pid, command) the lock file names: `run` is the daemon, `once` and `replay` are
+    operator commands (no SIGUSR1 handler). A file from before the command was written
+    names only a pid: taken for `run`. (None, "") when it cannot be read."""
+    try:
+        with os.fdopen(open_own_file(lock_file, os.O_RDONLY, owned=False), "rb") as fh:
+            words = fh.read(64).decode("ascii", "replace").split()
+        return int(words[0]), (words[1] if len(words) > 1 else "run")
+    except (OSError, ValueError, IndexError):
+        return None, ""
+
+
+def acquire_lock(lock_file: str, command: str = "run") -> int:
     fd = open_own_file(lock_file, os.O_RDWR | os.O_CREAT)
     # `status` and `validate-handoff` probe the lock with a shared flock held for
     # microseconds: retry briefly so a probe never makes a starting daemon give up.
@@ -99,5 +111,5 @@ def acquire_lock(lock_file: str) -> int:
                 raise Locked(lock_file) from None
             raise
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    os.write(fd, f"{os.getpid()} {command}\n".encode())
     return fd

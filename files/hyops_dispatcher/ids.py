@@ -94,6 +94,17 @@ def compact_to_epoch(text: str) -> float:
     return dt.timestamp()
 
 
+def dispatch_id_epoch(dispatch_id: Any) -> Optional[float]:
+    """The time a dispatch id names; None when it is not a dispatch id (the pattern, and a
+    real date: dispatch-20261399T... matches the pattern but names no day)."""
+    if not isinstance(dispatch_id, str) or not DISPATCH_ID_RE.match(dispatch_id):
+        return None
+    try:
+        return compact_to_epoch(dispatch_id.split("-")[1])
+    except ValueError:
+        return None
+
+
 def decision_hash(decision_id: str) -> str:
     return sha256(decision_id.encode("utf-8")).hexdigest()[:8]
 

@@ -1,6 +1,7 @@
 """The replay inbox: operator replays asked of the running daemon (`state/replay/`).
 
-Invariant: an ask is answered once by the daemon that holds the lock.
+Invariant: an ask is answered once by the daemon that holds the lock; an answer that
+cannot be written drops its ask (it is not a request write: nothing is degraded).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ class ReplayInbox:
             if mtime_ns == self.empty_mtime_ns:
                 return []
             with os.scandir(self.folder) as entries:
-                names = [e.name for e in entries if e.name.endswith(self.ASK)]
+                # Only regular files are asks: a stray folder or FIFO is no one's question.
+                names = [
+                    e.name
+                    for e in entries
+                    if e.name.endswith(self.ASK) and e.is_file(follow_symlinks=False)
+                ]
         except FileNotFoundError:
             return []
         # Trust an empty listing only for an mtime older than a second (a file added in
@@ -47,11 +53,19 @@ class ReplayInbox:
         ids = [n[: -len(self.ASK)] for n in sorted(names)]
         return [i for i in ids if DECISION_ID_RE.match(i)]
 
-    def answer(self, decision_id: str, answer: dict) -> None:
+    def answer(self, decision_id: str, answer: dict) -> Optional[str]:
+        """Write the answer and take the ask away. None, or why the answer could not be
+        written (a stray entry at its name, a full disk): then the ask is dropped too, so
+        it is not asked again at every pass and the asks after it are answered."""
         base = os.path.join(self.folder, decision_id)
-        write_file_durably(base + self.ANSWER, dump_json(answer), sync_dir=False)
-        with contextlib.suppress(FileNotFoundError):
+        problem = None
+        try:
+            write_file_durably(base + self.ANSWER, dump_json(answer), sync_dir=False)
+        except OSError as exc:
+            problem = f"cannot write {base + self.ANSWER}: {exc.strerror or exc}"
+        with contextlib.suppress(OSError):
             os.unlink(base + self.ASK)
+        return problem
 
     # --- the operator's side
     def ask(self, decision_id: str, owner: Optional[Tuple[int, int]]) -> None:

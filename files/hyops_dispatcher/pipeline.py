@@ -1,7 +1,9 @@
 """One record file through the pipeline: read (bounded, no symlink) -> judge -> decide.
 The daemon, `explain` and `replay` use it, so exactly-once is enforced in one place.
 
-Invariant: reads only the record file; writes nothing.
+Invariant: reads only the record file; writes nothing. A read that fails for a reason of
+the record (its mode, its type, its content) is a verdict; any other failure (descriptors,
+memory, I/O: the host's) is a ReadFault, never a verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .verdicts import (
     KnownFile,
     Outcome,
     PriorDecision,
+    judge_ahead,
     judge_collision,
     judge_file,
     judge_prior,
@@ -28,10 +31,30 @@ from .verdicts import (
     seen_before,
 )
 
+# The errors of an open or a read that are about the record file itself: final verdicts.
+# Every other errno (EMFILE, ENFILE, ENOMEM, EIO, EINTR, ESTALE...) is about the host.
+RECORD_ERRNOS = frozenset(
+    (errno.EACCES, errno.EPERM, errno.ENXIO, errno.ENODEV, errno.EISDIR, errno.EOVERFLOW)
+)
+
+
+class ReadFault(OSError):
+    """A record could not be stat'ed, opened or read for a reason of the host, not of the
+    record (too many open files, no memory, an I/O error): the file keeps no verdict and
+    is read again; the loop reports the daemon degraded and retries (1, 2, 4 ... 60 s)."""
+
+
+def read_fault(path: str, exc: OSError) -> Exception:
+    """The exception a failed stat, open or read of a record becomes."""
+    if exc.errno in RECORD_ERRNOS:
+        return RecordRejected(f"unreadable: {exc.strerror}")
+    return ReadFault(exc.errno, f"cannot read record {path}: {exc.strerror or exc}")
+
 
 def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
     """Read a record without following symlinks or blocking on a FIFO; the signature is of
-    the open file, and a file that changes while being read counts as still being written."""
+    the open file, and a file that changes while being read counts as still being written.
+    Raises RecordRejected (about the record) or ReadFault (about the host)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -39,9 +62,12 @@ def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
             raise RecordRejected("symlink (never followed)") from None
         if exc.errno == errno.ENOENT:
             raise RecordRejected("file vanished while being read", True) from None
-        raise RecordRejected(f"unreadable: {exc.strerror}") from None
+        raise read_fault(path, exc) from None
     try:
-        before = FileSig.of(os.fstat(fd))
+        try:
+            before = FileSig.of(os.fstat(fd))
+        except OSError as exc:
+            raise read_fault(path, exc) from None
         if not stat.S_ISREG(before.mode):
             raise RecordRejected("not a regular file")
         chunks = []
@@ -50,14 +76,17 @@ def read_record_bytes(path: str, cap: int) -> Tuple[bytes, FileSig]:
             try:
                 chunk = os.read(fd, min(1 << 20, cap + 1 - total))
             except OSError as exc:
-                raise RecordRejected(f"unreadable: {exc.strerror}") from None
+                raise read_fault(path, exc) from None
             if not chunk:
                 break
             chunks.append(chunk)
             total += len(chunk)
         if total > cap:
             raise RecordRejected(f"file is over max_record_bytes {cap}")
-        after = FileSig.of(os.fstat(fd))
+        try:
+            after = FileSig.of(os.fstat(fd))
+        except OSError as exc:
+            raise read_fault(path, exc) from None
         if after.key() != before.key():
             raise RecordRejected("file changed while being read", True)
         return b"".join(chunks), after
@@ -111,6 +140,8 @@ def judge_record_file(
                     episodes=episodes,
                 )
                 outcome = Outcome.of_decision(decision)
+                if decision.outcome == "pending":
+                    outcome = judge_ahead(decision, sig, known, config, now)
                 if decision.outcome == "emitted":
                     assert decision.dispatch_id is not None
                     outcome = judge_collision(decision, existing(decision.dispatch_id))

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional, Tuple
 from .config import Config
 from .decide import Decision
 from .jsontext import short
-from .record import RecordRejected, ledger_name
+from .record import FUTURE_SKEW_SECONDS, RecordRejected, ledger_name
 from .states import DISPATCHED_OUTCOMES
 
 
@@ -162,6 +162,25 @@ def judge_unreadable(
             source="read",
         )
     return Outcome("rejected", problem.reason, source="read")
+
+
+def judge_ahead(
+    decision: Decision, sig: FileSig, known: Optional[KnownFile], config: Config, now: float
+) -> Outcome:
+    """A decision stamped further ahead than the clock skew allows (decide said `pending`):
+    held, and read again when it no longer is, or at the latest a settle wait from now
+    (a clock corrected forward is noticed then). Logged once per file."""
+    due = decision.decision_epoch - FUTURE_SKEW_SECONDS + 0.05
+    first = known is None or known.outcome != "pending" or known.sig.key() != sig.key()
+    return Outcome(
+        "pending",
+        decision.reason,
+        decision.decision_id,
+        route=decision.route,
+        log=first,
+        retry_at=min(due, now + config.settle_seconds + 1),
+        source="decide",
+    )
 
 
 def judge_prior(

@@ -67,6 +67,11 @@ def test_the_schemas_have_integer_bounds_to_compare() -> None:
 @pytest.mark.parametrize(("key", "value", "in_bounds"), cases(CONFIG_SCHEMA))
 def test_config_bound_agrees_with_the_schema(key: str, value: int, in_bounds: bool) -> None:
     doc = {**BASE_CONFIG, key: value}
+    # The partner of the one cross-key rule (retention >= max age) is kept out of the way.
+    if key == "ledger_retention_seconds":
+        doc["max_record_age_seconds"] = 60
+    if key == "max_record_age_seconds":
+        doc["ledger_retention_seconds"] = max(value, 60)
     schema_ok = not violations("dispatcher-config", doc)
     ok, message = daemon_accepts(doc)
     assert schema_ok is in_bounds, violations("dispatcher-config", doc)
@@ -118,6 +123,31 @@ def test_root_is_the_one_documented_exception() -> None:
     doc = {k: v for k, v in BASE_CONFIG.items() if k != "root"}
     assert violations("dispatcher-config", doc)
     assert daemon_accepts(doc) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "accepted"),
+    [
+        ({"ledger_retention_seconds": 0}, False),  # 0 was valid before issue 15
+        ({"ledger_retention_seconds": 86399}, False),  # below the default max age
+        ({"ledger_retention_seconds": 86400}, True),
+        ({"max_record_age_seconds": 2592001}, False),  # above the default retention
+        ({"max_record_age_seconds": 7200, "ledger_retention_seconds": 3600}, False),
+        ({"max_record_age_seconds": 7200, "ledger_retention_seconds": 7200}, True),
+    ],
+)
+def test_retention_below_max_age_is_refused(extra: dict[str, int], accepted: bool) -> None:
+    """Issue 15: a ledger row pruned while its record is young enough to be dispatched
+    would let the same record, coming back, get a second request. The daemon refuses
+    it, naming the key; the schema too whenever one of the two keys is at its default
+    (JSON Schema cannot compare two values: both given, only the daemon can)."""
+    doc = {**BASE_CONFIG, **extra}
+    ok, message = daemon_accepts(doc)
+    assert ok is accepted, message
+    if not ok:
+        assert message.startswith("ledger_retention_seconds: must be ")
+    if len(extra) == 1:
+        assert (not violations("dispatcher-config", doc)) is accepted
 
 
 def test_the_daemon_knows_exactly_the_schema_keys() -> None:

@@ -62,6 +62,7 @@ def make(tmp_path: Path, clock: Clock, **over: Any) -> tuple[Any, Path]:
         "poll_seconds": 5,
         "settle_seconds": 0,
         "ledger_retention_seconds": 3600,
+        "max_record_age_seconds": 3600,
         "routes": ROUTES,
     }
     doc.update(over)

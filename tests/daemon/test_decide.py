@@ -312,6 +312,17 @@ DECIDE_CASES = [
         None,
     ),
     (
+        # Ahead of the clock but within max_record_age_seconds: held, decided later.
+        "future-held",
+        rec(timestamp_utc="2026-09-21T14:40:00+00:00"),
+        {},
+        {},
+        False,
+        "pending",
+        "held until it is not",
+        None,
+    ),
+    (
         "future-within-skew",
         rec(timestamp_utc="2026-09-21T14:17:00+00:00"),
         {},

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_records_become_valid_requests_and_state(python: str, root: Root, spawn) -> None:
-    root.write_config(max_record_age_seconds=10 * 365 * 86400)
+    root.write_config(
+        max_record_age_seconds=10 * 365 * 86400, ledger_retention_seconds=10 * 365 * 86400
+    )
     daemon = spawn(python, root).wait_ready()
     root.drop("r1.json", record("decision-20260921T141000Z-cutover-0c1d2e3f", timestamp_utc=None))
     root.drop("r2.json", record("r2", "failback"))

@@ -54,6 +54,15 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
     "heartbeat_1": ({"decision_dispatcher_heartbeat_seconds": 1}, DAEMON),
     "heartbeat_above_max": ({"decision_dispatcher_heartbeat_seconds": 3601}, DAEMON),
     "max_record_age_1": ({"decision_dispatcher_max_record_age_seconds": 1}, DAEMON),
+    # issue 15: a row pruned while its record may still be dispatched (0 was accepted)
+    "retention_below_max_age": ({"decision_dispatcher_ledger_retention_seconds": 0}, DAEMON),
+    "retention_below_explicit_max_age": (
+        {
+            "decision_dispatcher_max_record_age_seconds": 7200,
+            "decision_dispatcher_ledger_retention_seconds": 3600,
+        },
+        DAEMON,
+    ),
     "max_record_bytes_1": ({"decision_dispatcher_max_record_bytes": 1}, DAEMON),
     "log_max_bytes_2048": ({"decision_dispatcher_log_max_bytes": 2048}, DAEMON),
     "log_backup_count_0": ({"decision_dispatcher_log_backup_count": 0}, DAEMON),
