@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .yamlsafe import YamlRefused, load_yaml_text
+from .yamlsafe import MAX_DEPTH, TOO_DEEP, YamlRefused, load_json_text, load_yaml_text
 
 ENV_JSON = "HYOPS_INPUTS_JSON"
 ENV_PREFIX = "HYOPS_INPUT_"
@@ -73,7 +73,9 @@ def json_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        layer = json.loads(raw)
+        layer = load_json_text(raw)
+    except YamlRefused as exc:
+        raise InputError(ENV_JSON, [str(exc)]) from None
     except json.JSONDecodeError as exc:
         raise InputError(ENV_JSON, [f"not valid JSON: {exc.msg} at char {exc.pos}"]) from None
     if not isinstance(layer, dict):
@@ -89,7 +91,13 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Path_, Any]]:
         parts = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
         if not all(parts):
             raise InputError(name, ["empty path segment (use __ only between names)"])
-        out.append((name, parts, _decode(environ[name])))
+        if len(parts) > MAX_DEPTH:
+            raise InputError(name, [f"the path is {TOO_DEEP}"])
+        try:
+            value = _decode(environ[name], len(parts))
+        except YamlRefused as exc:
+            raise InputError(name, [str(exc)]) from None
+        out.append((name, parts, value))
     return sorted(out, key=lambda item: len(item[1]))
 
 
@@ -145,9 +153,10 @@ def resolve(
     return ResolvedInputs(values=values, from_env=from_env, source=source)
 
 
-def _decode(text: str) -> Any:
+def _decode(text: str, depth_used: int) -> Any:
+    """The JSON value of ``text``, or the text itself; YamlRefused when over the budget."""
     try:
-        return json.loads(text)
+        return load_json_text(text, depth_used)
     except json.JSONDecodeError:
         return text
 
