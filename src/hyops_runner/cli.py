@@ -120,16 +120,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except HyopsError as exc:
-        print(scrub(str(exc)), file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code, exc if isinstance(exc, InputError) else None)
     except KeyboardInterrupt:
-        print("hyops: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(args, "hyops: interrupted", EXIT_FAILURE)
     except OSError as exc:
         # e.g. a state or evidence write on a full or read-only disk
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"hyops: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(args, f"hyops: {exc.strerror or exc}{where}", EXIT_FAILURE)
+
+
+def _fail(
+    args: argparse.Namespace, message: str, code: int, problem: InputError | None = None
+) -> int:
+    """The one-line error on stderr and, with --json, a document on stdout as well."""
+    print(scrub(message), file=sys.stderr)
+    if getattr(args, "json", False):
+        doc: dict[str, object] = {"ok": False, "exit_code": code, "error": message}
+        if problem is not None:
+            doc["input_problems"] = problem.problems
+            doc["input_source"] = problem.source
+        print(scrub(json.dumps(doc, indent=2)))
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:

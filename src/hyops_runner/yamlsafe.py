@@ -76,6 +76,8 @@ def load_yaml_text(text: str, max_nodes: int = MAX_NODES, max_bytes: int = MAX_B
     try:
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _refuse_duplicate_keys(node)
         except RecursionError:
             # PyYAML's composer recurses per level; the budget is far below its limit.
             raise YamlRefused(TOO_DEEP) from None
@@ -97,6 +99,30 @@ def load_yaml_text(text: str, max_nodes: int = MAX_NODES, max_bytes: int = MAX_B
         raise YamlRefused(f"not valid YAML: {where}{' '.join(str(problem).split())}") from None
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    """PyYAML keeps the last of two equal keys silently; a person meant one of them."""
+    todo, seen = [root], set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in first:
+                        raise YamlRefused(
+                            f"line {line}: key {key.value!r} given twice "
+                            f"(first on line {first[key.value]}); keep one"
+                        )
+                    first[key.value] = line
+                todo.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
 
 
 def json_depth(text: str) -> int:

@@ -1,0 +1,72 @@
+"""The controller catches typos before a host sees them (issue 16, "The controller catches
+typos"): each test drives ``python -m hyops_runner.cli`` and failed before the change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from runner_helpers import FixtureEnv
+
+
+def local_host(**extra: object) -> dict[str, object]:
+    return {"edge_control": [{"name": "ctl", "host": "localhost", **extra}]}
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("ansible_conection", "ansible_connection"), ("ansible_pyhton_interpreter",
+     "ansible_python_interpreter"), ("ansible_becom_user", "ansible_become_user")],
+)  # fmt: skip
+def test_an_ansible_host_key_typo_says_did_you_mean(
+    fixture_env: FixtureEnv, typo: str, meant: str
+) -> None:
+    fixture_env.write_inputs(inventory_groups=local_host(**{typo: "local"}))
+    for command in ("validate", "preflight", "apply"):
+        run = fixture_env.run(command)
+        assert run.returncode == 1, run.stdout + run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1, run.stderr
+        assert f"inputs.inventory_groups.edge_control[0].{typo}: " in lines[0]
+        assert f"did you mean {meant}?" in lines[0]
+    assert not fixture_env.root.exists()
+
+
+def test_known_and_own_host_keys_still_pass(fixture_env: FixtureEnv) -> None:
+    fixture_env.write_inputs(
+        inventory_groups=local_host(ansible_connection="local", note="x", ansible_port=22)
+    )
+    assert fixture_env.run("validate").returncode == 0
+
+
+def test_a_duplicate_key_is_refused_naming_its_line(fixture_env: FixtureEnv) -> None:
+    text = fixture_env.inputs_file.read_text()
+    fixture_env.inputs_file.write_text(text + "fixture_sleep_s: 0\nfixture_sleep_s: 1\n")
+    dup_line = len(text.splitlines()) + 2
+    for command in ("validate", "apply"):
+        run = fixture_env.run(command)
+        assert run.returncode == 1, run.stdout + run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1, run.stderr
+        assert f"({fixture_env.inputs_file}): " in lines[0]
+        assert f"line {dup_line}: key 'fixture_sleep_s' given twice" in lines[0], lines[0]
+    # nested mappings too
+    fixture_env.inputs_file.write_text(text + "fixture_extra:\n  a: 1\n  a: 2\n")
+    run = fixture_env.run("validate")
+    assert run.returncode == 1 and "key 'a' given twice" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "preflight", "apply"])
+def test_json_prints_a_document_on_every_outcome(fixture_env: FixtureEnv, command: str) -> None:
+    fixture_env.write_inputs(fixture_sleep_s="soon")  # invalid: not an integer
+    run = fixture_env.run(command, "--json")
+    assert run.returncode == 1
+    doc = json.loads(run.stdout)
+    assert doc["ok"] is False
+    assert any("inputs.fixture_sleep_s" in p for p in doc["input_problems"]), doc
+    assert doc["input_source"] == str(fixture_env.inputs_file)
+    # a failure that is not about inputs: a bad --state-instance (usage, exit 2)
+    run = fixture_env.run(command, "--json", "--state-instance", "../x")
+    assert run.returncode == 2
+    doc = json.loads(run.stdout)
+    assert doc["ok"] is False and "state-instance" in doc["error"], doc
