@@ -31,6 +31,15 @@ class ResolvedInputs:
     # Key paths whose final value came from the environment (layers 3 and 4).
     from_env: set[Path_] = field(default_factory=set)
     source: str = "defaults"
+    # The variable each environment-given key path came from (the last one wins).
+    env_vars: dict[Path_, str] = field(default_factory=dict)
+
+    def origin(self, path: Path_) -> str | None:
+        """The variable that set ``path`` (or a value around or inside it), else None."""
+        for env_path, name in sorted(self.env_vars.items(), key=lambda i: -len(i[0])):
+            if path and (path[: len(env_path)] == env_path or env_path[: len(path)] == path):
+                return name
+        return None
 
 
 def merge(base: Any, over: Any) -> Any:
@@ -143,14 +152,17 @@ def resolve(
         values = merge(values, load_inputs_file(inputs_file))
         source = inputs_file
     from_env: set[Path_] = set()
+    env_vars: dict[Path_, str] = {}
     layer = json_layer(environ)
     if layer:
         values = merge(values, layer)
         from_env |= _leaf_paths(layer)
+        env_vars.update(dict.fromkeys(_leaf_paths(layer), ENV_JSON))
     for name, parts, value in env_overrides(environ):
         set_path(values, name, parts, value)
         from_env |= _leaf_paths(value, parts)
-    return ResolvedInputs(values=values, from_env=from_env, source=source)
+        env_vars.update(dict.fromkeys(_leaf_paths(value, parts), name))
+    return ResolvedInputs(values=values, from_env=from_env, source=source, env_vars=env_vars)
 
 
 def _decode(text: str, depth_used: int) -> Any:

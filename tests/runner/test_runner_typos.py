@@ -70,3 +70,19 @@ def test_json_prints_a_document_on_every_outcome(fixture_env: FixtureEnv, comman
     assert run.returncode == 2
     doc = json.loads(run.stdout)
     assert doc["ok"] is False and "state-instance" in doc["error"], doc
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("HYOPS_INPUT_FIXTURE_SLEEP_S", '"soon"'), ("HYOPS_INPUTS_JSON", '{"fixture_sleep_s": "x"}')],
+)
+def test_an_invalid_environment_input_is_blamed_on_its_variable(
+    fixture_env: FixtureEnv, name: str, value: str
+) -> None:
+    for command in ("validate", "preflight", "apply"):
+        run = fixture_env.run(command, env={name: value})
+        assert run.returncode == 1
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1, run.stderr
+        assert lines[0].startswith(f"hyops: invalid inputs ({name}): inputs.fixture_sleep_s: ")
+        assert str(fixture_env.inputs_file) not in lines[0]
