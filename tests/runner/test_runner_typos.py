@@ -4,9 +4,10 @@ typos"): each test drives ``python -m hyops_runner.cli`` and failed before the c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from runner_helpers import FixtureEnv
+from runner_helpers import FixtureEnv, hyops
 
 
 def local_host(**extra: object) -> dict[str, object]:
@@ -86,3 +87,39 @@ def test_an_invalid_environment_input_is_blamed_on_its_variable(
         assert len(lines) == 1, run.stderr
         assert lines[0].startswith(f"hyops: invalid inputs ({name}): inputs.fixture_sleep_s: ")
         assert str(fixture_env.inputs_file) not in lines[0]
+
+
+REAL_INPUTS = """\
+inventory_groups:
+  edge_control:
+    - {name: ctrl-01, host: 127.0.0.1}
+connectivity_check: false
+dispatcher_handoff_check: true
+dispatcher_handoff_decision_type: HANDOFF
+dispatcher_routes:
+  cutover:
+    target_kind: blueprint
+    target_ref: dr/postgresql-ha-failover-gcp@v1
+    target_env: dr
+    execution_plane: runner-local
+"""
+
+
+def test_the_handoff_type_must_have_a_route(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.yml"
+    inputs.write_text(REAL_INPUTS.replace("HANDOFF", "cut_over"))
+    base = ["--root", str(tmp_path / "runtime"), "--module", "platform/network/decision-dispatcher"]
+    for command in ("validate", "preflight"):
+        run = hyops([command, *base, "--inputs", str(inputs)])
+        assert run.returncode == 1, run.stdout + run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1, run.stderr
+        assert "inputs.dispatcher_handoff_decision_type: 'cut_over' has no route" in lines[0]
+        assert "cutover" in lines[0]  # the routes there are
+    inputs.write_text(REAL_INPUTS.replace("HANDOFF", "cutover"))
+    assert hyops(["validate", *base, "--inputs", str(inputs)]).returncode == 0
+    # no handoff check asked for: the type is not held to the routes
+    inputs.write_text(
+        REAL_INPUTS.replace("HANDOFF", "cut_over").replace("check: true", "check: false")
+    )
+    assert hyops(["validate", *base, "--inputs", str(inputs)]).returncode == 0
