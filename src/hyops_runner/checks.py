@@ -12,13 +12,14 @@ from .modules import ModuleSpec
 from .prepare import PLAYBOOK_ARGS, Request, connectivity_checks, prepare, probe_for, source_name
 
 
-def run_preflight(req: Request) -> tuple[list[preflight.Check], list[str]]:
-    """(checks, input problems). Reads only: no folder, state, evidence or key is written."""
+def run_preflight(req: Request) -> tuple[list[preflight.Check], InputError | None]:
+    """(checks, the input error if any). Reads only: no folder, state, evidence or key
+    is written."""
     checks: list[preflight.Check] = []
     try:
         prep = prepare(req)
     except InputError as exc:
-        return [preflight.Check("inputs", "fail", f"{len(exc.problems)} problem(s)")], exc.problems
+        return [preflight.Check("inputs", "fail", f"{len(exc.problems)} problem(s)")], exc
     checks.append(preflight.Check("inputs", "ok", f"valid ({source_name(req)})"))
     checks.append(_playbook_check(prep.spec, "apply"))
     checks += preflight.tools(prep.hosts)
@@ -29,7 +30,7 @@ def run_preflight(req: Request) -> tuple[list[preflight.Check], list[str]]:
     if prep.jump is not None and prep.jump.note:
         checks.append(preflight.Check("jump host", "ok", prep.jump.note))
     checks += connectivity_checks(prep, probe_for(prep, write_keys=False))
-    return checks, []
+    return checks, None
 
 
 def run_validate(req: Request) -> list[preflight.Check]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from . import __version__, preflight, show
 from .checks import run_preflight, run_validate
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HyopsError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HyopsError, InputError
 from .fsutil import dump_json
 from .lifecycle import Request, run_lifecycle
 from .redact import scrub
@@ -120,16 +120,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except HyopsError as exc:
-        print(scrub(str(exc)), file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code, exc if isinstance(exc, InputError) else None)
     except KeyboardInterrupt:
-        print("hyops: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(args, "hyops: interrupted", EXIT_FAILURE)
     except OSError as exc:
         # e.g. a state or evidence write on a full or read-only disk
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"hyops: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(args, f"hyops: {exc.strerror or exc}{where}", EXIT_FAILURE)
+
+
+def _fail(
+    args: argparse.Namespace, message: str, code: int, problem: InputError | None = None
+) -> int:
+    """The one-line error on stderr and, with --json, a document on stdout as well."""
+    print(scrub(message), file=sys.stderr)
+    if getattr(args, "json", False):
+        doc: dict[str, object] = {"ok": False, "exit_code": code, "error": message}
+        if problem is not None:
+            doc["input_problems"] = problem.problems
+            doc["input_source"] = problem.source
+        print(scrub(json.dumps(doc, indent=2)))
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -150,10 +161,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         timeout_s=getattr(args, "timeout", None),
     )
     if args.command == "validate":
-        return _print_checks(run_validate(req), [], req, args.json)
+        return _print_checks(run_validate(req), None, args.json)
     if args.command == "preflight":
-        checks, problems = run_preflight(req)
-        return _print_checks(checks, problems, req, args.json)
+        checks, problem = run_preflight(req)
+        return _print_checks(checks, problem, args.json)
     final = run_lifecycle(req, progress=sys.stderr if args.json else sys.stdout)
     if args.json:
         sys.stdout.write(dump_json(final))
@@ -164,21 +175,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_checks(
-    checks: list[preflight.Check], problems: list[str], req: Request, as_json: bool
-) -> int:
+def _print_checks(checks: list[preflight.Check], problem: InputError | None, as_json: bool) -> int:
+    """The check table (or its --json document); input problems name their source: the
+    inputs file, or the HYOPS_INPUT_* variable they came from."""
     failed = any(c.status == "fail" for c in checks)
+    problems = problem.problems if problem else []
     if as_json:
         checks_doc = [c.as_dict() for c in checks]
         doc = {"ok": not failed, "checks": checks_doc, "input_problems": problems}
+        if problem:
+            doc["input_source"] = problem.source
         print(scrub(json.dumps(doc, indent=2)))
     else:
         print(scrub(preflight.table(checks)))
-        for line in problems:
-            print(
-                f"hyops: invalid inputs ({req.inputs_file or 'defaults'}): {line}",
-                file=sys.stderr,
-            )
+        if problem:
+            print(str(problem), file=sys.stderr)
     return EXIT_FAILURE if failed else EXIT_OK
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .yamlsafe import YamlRefused, load_yaml_text
+from .yamlsafe import MAX_DEPTH, TOO_DEEP, YamlRefused, load_json_text, load_yaml_text
 
 ENV_JSON = "HYOPS_INPUTS_JSON"
 ENV_PREFIX = "HYOPS_INPUT_"
@@ -31,6 +31,15 @@ class ResolvedInputs:
     # Key paths whose final value came from the environment (layers 3 and 4).
     from_env: set[Path_] = field(default_factory=set)
     source: str = "defaults"
+    # The variable each environment-given key path came from (the last one wins).
+    env_vars: dict[Path_, str] = field(default_factory=dict)
+
+    def origin(self, path: Path_) -> str | None:
+        """The variable that set ``path`` (or a value around or inside it), else None."""
+        for env_path, name in sorted(self.env_vars.items(), key=lambda i: -len(i[0])):
+            if path and (path[: len(env_path)] == env_path or env_path[: len(path)] == path):
+                return name
+        return None
 
 
 def merge(base: Any, over: Any) -> Any:
@@ -73,7 +82,9 @@ def json_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        layer = json.loads(raw)
+        layer = load_json_text(raw)
+    except YamlRefused as exc:
+        raise InputError(ENV_JSON, [str(exc)]) from None
     except json.JSONDecodeError as exc:
         raise InputError(ENV_JSON, [f"not valid JSON: {exc.msg} at char {exc.pos}"]) from None
     if not isinstance(layer, dict):
@@ -89,7 +100,13 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Path_, Any]]:
         parts = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
         if not all(parts):
             raise InputError(name, ["empty path segment (use __ only between names)"])
-        out.append((name, parts, _decode(environ[name])))
+        if len(parts) > MAX_DEPTH:
+            raise InputError(name, [f"the path is {TOO_DEEP}"])
+        try:
+            value = _decode(environ[name], len(parts))
+        except YamlRefused as exc:
+            raise InputError(name, [str(exc)]) from None
+        out.append((name, parts, value))
     return sorted(out, key=lambda item: len(item[1]))
 
 
@@ -135,19 +152,23 @@ def resolve(
         values = merge(values, load_inputs_file(inputs_file))
         source = inputs_file
     from_env: set[Path_] = set()
+    env_vars: dict[Path_, str] = {}
     layer = json_layer(environ)
     if layer:
         values = merge(values, layer)
         from_env |= _leaf_paths(layer)
+        env_vars.update(dict.fromkeys(_leaf_paths(layer), ENV_JSON))
     for name, parts, value in env_overrides(environ):
         set_path(values, name, parts, value)
         from_env |= _leaf_paths(value, parts)
-    return ResolvedInputs(values=values, from_env=from_env, source=source)
+        env_vars.update(dict.fromkeys(_leaf_paths(value, parts), name))
+    return ResolvedInputs(values=values, from_env=from_env, source=source, env_vars=env_vars)
 
 
-def _decode(text: str) -> Any:
+def _decode(text: str, depth_used: int) -> Any:
+    """The JSON value of ``text``, or the text itself; YamlRefused when over the budget."""
     try:
-        return json.loads(text)
+        return load_json_text(text, depth_used)
     except json.JSONDecodeError:
         return text
 

@@ -17,6 +17,7 @@ line break or NUL is refused all the same, and a user or host starting with ``-`
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import re
 import shlex
@@ -32,6 +33,52 @@ LOCAL_ADDRESSES = frozenset({"localhost", "127.0.0.1", "::1"})
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 GROUP_RE = VAR_NAME_RE
 TEMPLATE_RE = re.compile(r"\{[{%#]")
+# Ansible's host variables a host entry is likely to set; an unknown ansible_* key close
+# to one of them is a typo (Ansible would ignore it and connect another way).
+KNOWN_ANSIBLE_KEYS = frozenset(
+    f"ansible_{name}"
+    for name in (
+        "host",
+        "port",
+        "user",
+        "connection",
+        "password",
+        "ssh_pass",
+        "ssh_private_key_file",
+        "private_key_file",
+        "ssh_common_args",
+        "ssh_extra_args",
+        "sftp_extra_args",
+        "scp_extra_args",
+        "ssh_pipelining",
+        "pipelining",
+        "ssh_executable",
+        "ssh_host",
+        "ssh_port",
+        "ssh_user",
+        "become",
+        "become_method",
+        "become_user",
+        "become_password",
+        "become_pass",
+        "become_exe",
+        "become_flags",
+        "sudo_pass",
+        "shell_type",
+        "shell_executable",
+        "python_interpreter",
+        "remote_tmp",
+        "timeout",
+        "connection_timeout",
+        "podman_executable",
+        "podman_extra_args",
+        "docker_extra_args",
+        "network_os",
+        "winrm_transport",
+        "winrm_scheme",
+        "winrm_server_cert_validation",
+    )
+)
 # Keys whose value ssh reads as a login or a destination.
 OPTION_LIKE_KEYS = frozenset({"ansible_host", "ansible_user", "ansible_ssh_user", "host", "name"})
 
@@ -75,6 +122,14 @@ def check_data(where: str, value: Any, option_like: bool = False) -> None:
         raise ValueError(f"{where}: {shown} starts with '-' (ssh would read it as an option)")
 
 
+def _check_ansible_key(where: str, key: str) -> None:
+    if not key.startswith("ansible_") or key in KNOWN_ANSIBLE_KEYS:
+        return
+    close = difflib.get_close_matches(key, sorted(KNOWN_ANSIBLE_KEYS), n=1, cutoff=0.85)
+    if close:
+        raise ValueError(f"{where}: unknown Ansible variable; did you mean {close[0]}?")
+
+
 def hosts(inputs: dict[str, Any]) -> list[Host]:
     if inputs.get("inventory_state_ref"):
         # Resolving another module's published inventory needs its output format, which
@@ -92,6 +147,7 @@ def hosts(inputs: dict[str, Any]) -> list[Host]:
                     not VAR_NAME_RE.match(key) or keyword.iskeyword(key)
                 ):
                     raise ValueError(f"{where}: key {key!r} is not a valid Ansible variable name")
+                _check_ansible_key(f"{where}.{key}", key)
                 check_data(f"{where}.{key}", value, key in OPTION_LIKE_KEYS)
             extra = {k: v for k, v in entry.items() if k not in ("name", "host")}
             out.append(Host(str(group), str(entry["name"]), str(entry["host"]), extra))

@@ -9,9 +9,11 @@ under HybridOps' file names.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +30,8 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
 POLL_S = 0.1
 EVENTS_FILE = "ansible.events.jsonl"  # this runner's own; HybridOps has no such file
 STATUS_WIDTH = 11
+STOP_GRACE_S = 5  # after SIGTERM to the group, SIGKILL
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 @dataclass
@@ -127,10 +131,16 @@ def run(
         tail = stack.enter_context(open(events_file, encoding="utf-8"))
         tee.write(f"\n[hyops] {label} start argv={argv!r}\n")
         tee.flush()
+        # Its own session: a terminal's Ctrl-C reaches hyops alone, and the whole group
+        # (workers, modules, what they backgrounded) can be stopped and waited for. As a
+        # subreaper, hyops inherits (and so can reap) the group's orphans.
+        if _set_subreaper(True):
+            stack.callback(_set_subreaper, False)
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
+            start_new_session=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -159,13 +169,7 @@ def run(
                 time.sleep(POLL_S)
         except BaseException:
             # Ctrl-C or a timeout: do not leave ansible running against the host unseen.
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_group(proc)
             raise
         finally:
             for pump in pumps:
@@ -177,6 +181,79 @@ def run(
             atomic_write_json(evidence / f"{label}.result.json", doc)
         result.returncode = proc.returncode
     return result
+
+
+def stop_group(proc: subprocess.Popen[str]) -> None:
+    """Stop everything the run started and return only once all of it has ended:
+    ansible-playbook's group, and every other descendant of hyops (ansible's workers
+    start their own sessions; what a task backgrounded is reparented to hyops, the
+    subreaper). SIGTERM, then SIGKILL after STOP_GRACE_S. Ctrl-C and SIGTERM wait until
+    this is done (they are delivered after it)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)  # a session leader's group id is its pid
+            for pid in _descendants(os.getpid()):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:  # the leader first: Popen keeps its exit code
+                    _reap_children()
+                    if not _descendants(os.getpid()):
+                        return
+                time.sleep(0.02)
+        proc.wait()
+        _reap_children()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _reap_children() -> None:
+    """Reap every child that has ended (orphans of the run, reparented to hyops)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _descendants(root: int) -> list[int]:
+    """Live (not zombie) descendants of ``root``, from /proc (empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return []
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(name))
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+def _set_subreaper(on: bool) -> bool:
+    """Linux: orphans of our descendants become our children (prctl), not init's."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _pump(src: TextIO | None, dst: TextIO, tee: TextIO, lock: threading.Lock) -> None:

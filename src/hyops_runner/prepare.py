@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ def prepare(req: Request) -> Prepared:
     resolved = resolve(spec.defaults, req.inputs_file, req.environ)
     found = input_problems(spec.schema_dir, _lifecycle(req), resolved.values)
     if found:
-        raise InputError(source_name(req), found)
+        raise _blamed(req, resolved, found)
     if resolved.values.get("load_vault_env") is True:
         raise InputError(
             source_name(req),
@@ -71,6 +72,24 @@ def prepare(req: Request) -> Prepared:
             message = f"inputs: cannot build the inventory ({type(exc).__name__}: {exc})"
         raise InputError(source_name(req), [message]) from None
     return Prepared(spec, resolved, text, hosts, layout, jump)
+
+
+def _blamed(req: Request, resolved: ResolvedInputs, lines: list[str]) -> InputError:
+    """The problems, blamed on what the user wrote: the environment variable that set
+    the offending key (as the source when it set them all, else after the line)."""
+    origins = [resolved.origin(_line_path(line)) for line in lines]
+    if all(origins) and len(set(origins)) == 1:
+        return InputError(str(origins[0]), lines)
+    marked = [f"{ln} (from {o})" if o else ln for ln, o in zip(lines, origins, strict=True)]
+    return InputError(source_name(req), marked)
+
+
+def _line_path(line: str) -> tuple[str, ...]:
+    """``inputs.a.b[0].c: ...`` -> ("a", "b", "0", "c")."""
+    head = line.split(": ", 1)[0]
+    if not head.startswith("inputs."):
+        return ()
+    return tuple(p for p in re.split(r"[.\[\]]+", head.removeprefix("inputs.")) if p)
 
 
 def _lifecycle(req: Request) -> str:

@@ -1,41 +1,71 @@
-"""Load YAML that a person wrote, refusing documents that would blow up when walked.
+"""Load inputs a person wrote (YAML file, JSON in the environment) within one budget.
 
-PyYAML builds aliases as shared objects, so a 600-byte "billion laughs" document loads
-quickly; it is everything after (merging, validating, redacting, dumping) that walks it
-expanded. So the node graph is composed first and its expanded size counted (linear
-time, memoised per node) against a budget, and the text is capped in size, before any
-Python object is built.
+Every input layer is held to the same limits before anything walks it: at most
+``MAX_DEPTH`` levels of nesting, ``MAX_NODES`` values and ``MAX_EXPANDED_BYTES`` of
+scalar text once YAML aliases are expanded, and a YAML text of at most ``MAX_BYTES``.
+PyYAML builds aliases as shared objects, so a 600-byte "billion laughs" document (or a
+100 KB string aliased 2,000 times) loads quickly; it is everything after (merging,
+validating, redacting, dumping) that walks it expanded. So the YAML node graph is
+composed first and its expanded size counted (linear time, memoised per node); JSON
+text has its bracket depth counted before it is parsed. Nothing recurses deeper than
+the budget, so no input ends in a RecursionError.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 100_000
+MAX_EXPANDED_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 200
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
 
 
 class YamlRefused(ValueError):
-    """The text is not YAML, or too big once aliases are expanded."""
+    """The text is not YAML/JSON, or over the budget; ``str()`` says which."""
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
-    if depth > 200:
-        raise YamlRefused("nested more than 200 levels deep")
+def _too_big(nodes: int, size: int) -> YamlRefused | None:
+    if nodes > MAX_NODES:
+        return YamlRefused(
+            f"expands to more than {MAX_NODES} nodes (YAML aliases); write the values out"
+        )
+    if size > MAX_EXPANDED_BYTES:
+        return YamlRefused(
+            f"expands to more than {MAX_EXPANDED_BYTES} bytes (YAML aliases); write the values out"
+        )
+    return None
+
+
+def _expanded_size(
+    node: yaml.Node, memo: dict[int, tuple[int, int]], depth: int = 0
+) -> tuple[int, int]:
+    """(values, bytes of scalar text) of ``node`` with every alias expanded."""
+    if depth > MAX_DEPTH:
+        raise YamlRefused(TOO_DEEP)
     key = id(node)
     if key in memo:
         return memo[key]
-    memo[key] = MAX_NODES + 1  # a node that contains itself expands without end
-    size = 1
+    memo[key] = (MAX_NODES + 1, 0)  # a node that contains itself expands without end
+    nodes, size = 1, 0
+    if isinstance(node, yaml.ScalarNode):
+        size = len(node.value)
+    children: list[yaml.Node] = []
     if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, memo, depth + 1) for child in node.value)
+        children = list(node.value)
     elif isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            size += _expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1)
-    memo[key] = size
-    return size
+        children = [part for pair in node.value for part in pair]
+    for child in children:
+        more_nodes, more_size = _expanded_size(child, memo, depth + 1)
+        nodes, size = nodes + more_nodes, size + more_size
+        if _too_big(nodes, size):
+            break  # already over: stop counting (and multiplying) here
+    memo[key] = (nodes, size)
+    return nodes, size
 
 
 def load_yaml_text(text: str, max_nodes: int = MAX_NODES, max_bytes: int = MAX_BYTES) -> Any:
@@ -44,14 +74,23 @@ def load_yaml_text(text: str, max_nodes: int = MAX_NODES, max_bytes: int = MAX_B
         raise YamlRefused(f"larger than {max_bytes} bytes")
     loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_duplicate_keys(node)
+        except RecursionError:
+            # PyYAML's composer recurses per level; the budget is far below its limit.
+            raise YamlRefused(TOO_DEEP) from None
         if node is None:
             return None
-        size = _expanded_size(node, {})
-        if size > max_nodes:
+        nodes, size = _expanded_size(node, {})
+        if nodes > max_nodes:
             raise YamlRefused(
                 f"expands to more than {max_nodes} nodes (YAML aliases); write the values out"
             )
+        refused = _too_big(nodes, size)
+        if refused:
+            raise refused
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -60,3 +99,80 @@ def load_yaml_text(text: str, max_nodes: int = MAX_NODES, max_bytes: int = MAX_B
         raise YamlRefused(f"not valid YAML: {where}{' '.join(str(problem).split())}") from None
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    """PyYAML keeps the last of two equal keys silently; a person meant one of them."""
+    todo, seen = [root], set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in first:
+                        raise YamlRefused(
+                            f"line {line}: key {key.value!r} given twice "
+                            f"(first on line {first[key.value]}); keep one"
+                        )
+                    first[key.value] = line
+                todo.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of JSON ``text`` (strings skipped), without parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def load_json_text(text: str, depth_used: int = 0) -> Any:
+    """JSON ``text`` within the budget; ``depth_used`` levels are already taken (an
+    ``HYOPS_INPUT_a__b`` path puts its value two levels down). json.JSONDecodeError
+    for text that is not JSON."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise YamlRefused(f"larger than {MAX_BYTES} bytes")
+    if depth_used + json_depth(text) > MAX_DEPTH:
+        raise YamlRefused(TOO_DEEP)
+    doc = json.loads(text)
+    refused = _too_big(*_value_size(doc))
+    if refused:
+        raise refused
+    return doc
+
+
+def _value_size(doc: Any) -> tuple[int, int]:
+    nodes = size = 0
+    todo = [doc]
+    while todo:
+        item = todo.pop()
+        nodes += 1
+        if isinstance(item, str):
+            size += len(item)
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return nodes, size

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,68 @@ def test_escaped_braces_in_inventory_values_are_never_templated(
     got = hostvars["ansible_user" if field != "host note" else "note"]
     assert got == {"__ansible_unsafe": value}  # ansible-inventory's mark of a !unsafe value
     assert not marker.exists()
+
+
+def test_long_aliased_scalars_are_refused_by_expanded_size(fixture_env: FixtureEnv) -> None:
+    # ~106 KB of text, 2,000 aliases of one 100 KB string: 200 MB once written out.
+    doc = yaml.safe_load(fixture_env.inputs_file.read_text())
+    text = yaml.safe_dump(doc) + "blob: &b '" + "x" * 100_000 + "'\n"
+    text += "copies: [" + ", ".join(["*b"] * 2000) + "]\n"
+    assert len(text) < 120_000
+    fixture_env.inputs_file.write_text(text)
+    t0 = time.monotonic()
+    for command in ("validate", "apply"):
+        run = fixture_env.run(command)
+        assert run.returncode == 1, run.stdout + run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "expands to more than" in lines[0] and "bytes" in lines[0]
+        assert lines[0].startswith(f"hyops: invalid inputs ({fixture_env.inputs_file}): ")
+    assert time.monotonic() - t0 < 20
+    assert not fixture_env.root.exists()
+
+
+def deep_json(levels: int) -> str:
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HYOPS_INPUTS_JSON", deep_json(5000)),
+        ("HYOPS_INPUTS_JSON", deep_json(250)),  # parses, but over the budget
+        ("HYOPS_INPUT_FIXTURE_NOTE", "[" * 5000 + "]" * 5000),
+        ("HYOPS_INPUT_" + "__".join(["a"] * 900), "1"),
+        ("HYOPS_INPUT_FIXTURE_NOTE__" + "__".join(["a"] * 150), deep_json(100)),
+    ],
+    ids=["json-5000", "json-250", "value-5000", "path-900", "path-plus-value"],
+)
+def test_deep_environment_inputs_are_one_line(
+    fixture_env: FixtureEnv, name: str, value: str
+) -> None:
+    for command in ("validate", "preflight", "apply"):
+        run = fixture_env.run(command, env={name: value})
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1, run.stderr
+        assert f"hyops: invalid inputs ({name[:60]}" in lines[0]
+        assert "nested more than 200 levels deep" in lines[0], lines[0]
+    assert not fixture_env.root.exists()
+
+
+def test_a_deep_inputs_file_is_one_line(fixture_env: FixtureEnv) -> None:
+    fixture_env.inputs_file.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
+    run = fixture_env.run("validate")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nested more than 200 levels deep" in lines[0], run.stderr
+    assert str(fixture_env.inputs_file) in lines[0]
+
+
+def test_inputs_within_the_budget_still_work(fixture_env: FixtureEnv) -> None:
+    doc = yaml.safe_load(fixture_env.inputs_file.read_text())
+    text = yaml.safe_dump(doc) + "blob: &b '" + "x" * 1000 + "'\ncopies: [*b, *b, *b]\n"
+    fixture_env.inputs_file.write_text(text)
+    env = {"HYOPS_INPUTS_JSON": deep_json(50), "HYOPS_INPUT_FIXTURE_NOTE": deep_json(50)}
+    run = fixture_env.run("validate", env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
