@@ -32,7 +32,7 @@ def _judge(records: Path, name: str, sig: FileSig | None = None) -> pipeline.Jud
         time.time(),
         prior_of=lambda _id: None,
         existing=lambda _id: None,
-        last_emit={},
+        episodes=None,
     )
     assert judged is not None
     return judged
