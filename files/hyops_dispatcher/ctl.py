@@ -78,6 +78,7 @@ def cmd_status(config: Config, as_json: bool) -> int:
         print(f"running:          {'yes' if doc['running'] else 'no'}")
         for key in (
             "status",
+            "host",
             "timestamp_utc",
             "state_age_s",
             "watcher",

@@ -10,6 +10,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import sqlite3
 import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
@@ -509,6 +510,7 @@ class Daemon:
             self.log.event(
                 "started",
                 pid=os.getpid(),
+                host=socket.gethostname(),
                 config=self.config.path,
                 config_digest=self.config.digest,
                 watcher=self.watcher.mode,
@@ -560,7 +562,7 @@ class Daemon:
             self.report.set_status("stopped")
             with contextlib.suppress(OSError):
                 self.write_state(force=True)
-            self.log.event("stopped", pid=os.getpid())
+            self.log.event("stopped", pid=os.getpid(), host=socket.gethostname())
             signal.set_wakeup_fd(old_wakeup)
             os.close(wake_r)
             os.close(wake_w)
