@@ -34,9 +34,10 @@ mutants: venv
 molecule: venv
 	@bash scripts/run-molecule.sh
 
-# The real module, through hyops, against a podman systemd test host (tests/runner).
+# The real module, through hyops, against a podman systemd test host (tests/runner), and
+# the role in cluster mode on the HA test-host image (tests/ha).
 e2e: venv
-	pytest -q -m e2e tests/runner
+	pytest -q -m e2e tests/runner tests/ha
 
 test: lint unit mutants molecule e2e
 

@@ -116,6 +116,7 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
         print(printable(f"{'status:':<18}{doc['status']}{reason}"))
         print_identity(doc)
         for key in (
+            "host",
             "timestamp_utc",
             "state_age_s",
             "watcher",

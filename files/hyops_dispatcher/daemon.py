@@ -11,6 +11,7 @@ import errno
 import os
 import select
 import signal
+import socket
 import sqlite3
 import time
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple
@@ -565,6 +566,7 @@ class Daemon:
             self.log.event(
                 "started",
                 pid=os.getpid(),
+                host=socket.gethostname(),
                 config=self.config.path,
                 config_digest=self.config.digest,
                 watcher=self.watcher.mode,
@@ -618,7 +620,7 @@ class Daemon:
             self.report.set_status("stopped")
             with contextlib.suppress(OSError):
                 self.write_state(force=True)
-            self.log.event("stopped", pid=os.getpid())
+            self.log.event("stopped", pid=os.getpid(), host=socket.gethostname())
             signal.set_wakeup_fd(old_wakeup)
             os.close(wake_r)
             os.close(wake_w)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -286,6 +287,7 @@ class StateReport:
             "pending_count": index.pending_count(),
             "tracked_files": index.tracked,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "started_at": iso_ts(self.started_at),
             "config_digest": config.digest,
             "config_file": config.path,

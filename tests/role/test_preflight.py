@@ -47,6 +47,25 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         },
         None,
     ),
+    "cluster_good": (
+        {
+            "decision_dispatcher_service_managed_by": "cluster",
+            "decision_dispatcher_shared_mount": "/srv/hyops",
+            "decision_dispatcher_root": "/srv/hyops/decision-dispatcher",
+        },
+        None,
+    ),
+    "cluster_without_shared_mount": (
+        {"decision_dispatcher_service_managed_by": "cluster"},
+        "needs decision_dispatcher_shared_mount",
+    ),
+    "cluster_root_outside_the_mount": (
+        {
+            "decision_dispatcher_service_managed_by": "cluster",
+            "decision_dispatcher_shared_mount": "/srv/hyops",
+        },
+        "needs decision_dispatcher_shared_mount",
+    ),
     "no_routes": ({"decision_dispatcher_routes": {}}, DAEMON),
     "poll_too_low": ({"decision_dispatcher_poll_seconds": 4}, DAEMON),
     "heartbeat_schema_min_minus_1": ({"decision_dispatcher_heartbeat_seconds": 4}, DAEMON),
