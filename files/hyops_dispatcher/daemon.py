@@ -47,6 +47,10 @@ from .watcher import Watcher
 # already handled files that no inotify event reported.
 FULL_SCAN_SECONDS = 3600.0
 
+# While the first pass before READY progresses, each EXTEND_TIMEOUT_USEC asks systemd for
+# this much more start time (the unit's TimeoutStartSec is 60 s).
+START_EXTEND_SECONDS = 30.0
+
 # After a failed write (disk full...) the daemon retries in-process, pausing up to this.
 WRITE_RETRY_MAX = 60.0
 
@@ -191,6 +195,8 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.poll_requested = False
+        self.ready_sent = False  # until READY, a first pass that progresses extends the start
+        self.last_extend = -START_EXTEND_SECONDS
 
     def wait(self, seconds: float) -> None:
         feed_and_sleep(self.notifier, self.mono, seconds)
@@ -247,6 +253,7 @@ class Daemon:
                     self.finish_batch()
                 if handled and handled % 128 == 0:
                     self.notifier.ping(self.mono())
+                    self._extend_start(handled)
         finally:
             self.index.end_pass()
         self.finish_batch()
@@ -265,6 +272,19 @@ class Daemon:
                 raise
         self.finish_batch()
         return self.consider(name, now)
+
+    def _extend_start(self, handled: int) -> None:
+        """Before READY (the first pass over a backlog), tell systemd the start is making
+        progress: EXTEND_TIMEOUT_USEC moves the start timeout START_EXTEND_SECONDS ahead,
+        at most once a second, so a big backlog cannot fail the unit."""
+        mono = self.mono()
+        if self.ready_sent or mono - self.last_extend < 1.0:
+            return
+        self.last_extend = mono
+        usec = int(START_EXTEND_SECONDS * 1e6)
+        self.notifier.send(
+            f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=first pass: {handled} records handled"
+        )
 
     def _note_remade(self) -> None:
         if self.batch.folder_remade():
@@ -583,6 +603,7 @@ class Daemon:
             self._guarded(self.scan)
             self.report.set_status("running")
             self._guarded(lambda: self.write_state(force=True))
+            self.ready_sent = True
             self.notifier.send(
                 f"READY=1\nSTATUS=watching {self.config.records_dir}\nMAINPID={os.getpid()}"
             )

@@ -160,3 +160,17 @@ def test_a_stray_replay_entry_does_not_degrade_or_block_later_asks(root: Root, s
     assert degraded == []
     assert any("aaa-0" in (ln.get("reason") or "") + str(ln.get("file")) for ln in root.log_lines())
     assert daemon.stop() == 0
+
+
+def test_a_big_backlog_at_start_extends_the_start_timeout(root: Root, spawn) -> None:
+    """READY follows the first pass; while a backlog is worked through the daemon asks
+    systemd for more start time (EXTEND_TIMEOUT_USEC), so a big one cannot fail the unit."""
+    root.write_config(settle_seconds=0, max_record_bytes=1024)
+    for i in range(3000):
+        root.drop(f"b-{i:05d}.json", record(f"backlog-{i:05d}", decision_type="failback"))
+    daemon = spawn(PY, root).wait_ready(120)
+    before = daemon.messages[: daemon.messages.index("READY=1")]
+    extends = [m for m in before if m.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extends, before
+    assert int(extends[0].split("=", 1)[1]) >= 10_000_000
+    assert daemon.stop() == 0
