@@ -56,7 +56,7 @@ def test_an_interrupted_validate_handoff_leaves_nothing(root: Root, spawn, sig: 
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         check = subprocess.Popen(
-            [PY, str(DISPATCHER), "--config", str(root.config), "validate-handoff"],
+            [PY, str(DISPATCHER), "--config", str(root.config), "validate-handoff", "--json"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
