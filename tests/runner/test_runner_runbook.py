@@ -12,7 +12,7 @@ RUNBOOK = (REPO / "docs" / "RUNBOOK.md").read_text()
 SECTIONS = [
     "Purpose", "Trigger", "Impact", "Severity", "Context", "Rollback", "Preconditions",
     "Execute", "Verification", "Synthetic handoff validation", "Alerts", "Destroy", "Host keys",
-    "With HybridOps.Core", "Notes",
+    "With HybridOps.Core", "High availability", "Notes",
 ]  # fmt: skip
 
 
