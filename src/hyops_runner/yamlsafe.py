@@ -29,10 +29,10 @@ class YamlRefused(ValueError):
     """The text is not YAML/JSON, or over the budget; ``str()`` says which."""
 
 
-def _too_big(nodes: int, size: int) -> YamlRefused | None:
-    if nodes > MAX_NODES:
+def _too_big(nodes: int, size: int, max_nodes: int = MAX_NODES) -> YamlRefused | None:
+    if nodes > max_nodes:
         return YamlRefused(
-            f"expands to more than {MAX_NODES} nodes (YAML aliases); write the values out"
+            f"expands to more than {max_nodes} nodes (YAML aliases); write the values out"
         )
     if size > MAX_EXPANDED_BYTES:
         return YamlRefused(
@@ -84,11 +84,7 @@ def load_yaml_text(text: str, max_nodes: int = MAX_NODES, max_bytes: int = MAX_B
         if node is None:
             return None
         nodes, size = _expanded_size(node, {})
-        if nodes > max_nodes:
-            raise YamlRefused(
-                f"expands to more than {max_nodes} nodes (YAML aliases); write the values out"
-            )
-        refused = _too_big(nodes, size)
+        refused = _too_big(nodes, size, max_nodes)
         if refused:
             raise refused
         return loader.construct_document(node)

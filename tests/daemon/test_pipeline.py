@@ -5,6 +5,7 @@ retried until the file settles (`pending`), never rejected on the spot; what a f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -79,3 +80,35 @@ def test_a_symlink_is_rejected_at_once(tmp_path: Path) -> None:
     os.symlink(tmp_path / "real.json", tmp_path / "link.json")
     outcome = _judge(tmp_path, "link.json").outcome
     assert outcome.outcome == "rejected" and "symlink" in outcome.reason
+
+
+@pytest.mark.parametrize("where", ["open", "read"])
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO])
+def test_a_read_error_about_the_host_is_no_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, code: int
+) -> None:
+    """Out of descriptors, memory or a failing disk says nothing about the record: the
+    read raises ReadFault (the loop retries it), never an outcome such as `rejected`."""
+    (tmp_path / "r.json").write_text(json.dumps(record("pl-host")))
+    sig = FileSig.of(os.lstat(tmp_path / "r.json"))
+
+    def fails(*_args: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(pipeline.os, where, fails)
+    with pytest.raises(pipeline.ReadFault):
+        _judge(tmp_path, "r.json", sig)
+
+
+def test_a_read_error_about_the_file_is_a_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "r.json").write_text(json.dumps(record("pl-perm")))
+    sig = FileSig.of(os.lstat(tmp_path / "r.json"))
+
+    def denied(*_args: object) -> None:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(pipeline.os, "open", denied)
+    outcome = _judge(tmp_path, "r.json", sig).outcome
+    assert outcome.outcome in ("pending", "rejected") and "unreadable" in outcome.reason

@@ -223,7 +223,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
     bomb.write_text(ALIAS_BOMB)
     assert len(ALIAS_BOMB.encode()) <= 600
     t0 = time.monotonic()
-    with pytest.raises(InputError, match="expands to more than"):
+    with pytest.raises(InputError, match="expands to more than 100000 nodes"):
         inputs_mod.load_inputs_file(str(bomb))
     assert time.monotonic() - t0 < 2
     big = tmp_path / "big.yml"
