@@ -132,6 +132,10 @@ def _writes_something(call: Call) -> bool:
     fsync of its folder."""
     if call.name in ("open", "openat", "creat"):
         return any(f in call.flags for f in ("O_WRONLY", "O_RDWR", "O_CREAT"))
+    if (call.fd_path or "").startswith(("pipe:", "socket:")):
+        # Not a file: a log line to a stderr pipe, or the byte Python's C signal handler
+        # writes to its wake-up pipe whenever a signal arrives (any time, even here).
+        return False
     return call.name in (
         "write",
         "pwrite64",
