@@ -40,7 +40,7 @@ from .record import RecordRejected, is_record_name, read_valid_record
 from .report import StateReport
 from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
-from .verdicts import COUNTED_REASON, FileSig, KnownFile, Outcome, judge_file, judge_replay
+from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
 from .watcher import Watcher
 
 # Full stat scan of the records folder as a belt-and-braces check for in-place edits of
@@ -365,7 +365,13 @@ class Daemon:
             self.index.forget(name, now)
             return 0
         except OSError as exc:
-            raise read_fault(path, exc) from None  # a stat fails for the host, not the file
+            problem = read_fault(path, exc)
+            if not isinstance(problem, RecordRejected):
+                raise problem from None  # about the host: no verdict, the loop retries
+            # About the file (EACCES, EPERM...): a verdict, judged again when it changes.
+            known = self.index.lookup(name)
+            self.apply(name, NO_SIG, Outcome("rejected", str(problem)), now, known)
+            return 1
         known = self.index.lookup(name)
         try:
             judged = judge_record_file(

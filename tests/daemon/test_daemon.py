@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hyops_dispatcher import daemon as daemon_module
 from hyops_dispatcher.approvals import approval_now
 from hyops_dispatcher.config import parse_config
 from hyops_dispatcher.daemon import start_daemon
@@ -345,4 +346,30 @@ def test_names_are_taken_oldest_first_once_each(tmp_path: Path) -> None:
     # A name that is gone sorts first (mtime 0): consider() reports it.
     ordered = daemon._oldest_first(names)
     assert ordered == ["missing.json", "b.json", "d.json", "c.json", "a.json"]
+    daemon.stop()
+
+
+def test_a_record_the_service_may_not_stat_is_rejected_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EACCES on lstat is about the file (its folder's permissions): a verdict with its
+    reason, the other records dispatched, the pass never ends in a traceback (seen on the
+    molecule host: the unit crash-looped on `RecordRejected: unreadable: Permission denied`)."""
+    clock = Clock()
+    daemon, records = make(tmp_path, clock)
+    put(records, "shut.json", record("shut-1"))
+    put(records, "open.json", record("open-1"))
+    real_lstat = daemon_module.os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("shut.json"):
+            raise PermissionError(13, "Permission denied")
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(daemon_module.os, "lstat", lstat)
+    clock.now = time.time()
+    daemon.scan(full=True)
+    row = daemon.ledger.get_file("shut.json")
+    assert row["outcome"] == "rejected" and "Permission denied" in row["reason"], row
+    assert daemon.ledger.get_file("open.json")["outcome"] == "emitted"
     daemon.stop()
