@@ -99,27 +99,33 @@ def cmd_validate_handoff(
     dispatch_id = expected.dispatch_id
     result["dispatch_id"] = dispatch_id
     request_path = os.path.join(config.requests_dir, dispatch_id + ".json")
-    try:
-        write_file_durably(record_path, dump_json(record), mode=0o644)
-    except OSError as exc:
-        check("record-written", False, file=record_path, detail=str(exc))
-        return finish()
-    check("record-written", True, file=record_path)
-    # SIGTERM, SIGHUP or SIGINT while waiting must not skip the cleanup below: each ends
-    # the wait as an Interrupted and the cleanup runs, then the verdict says so.
+    # SIGTERM, SIGHUP or SIGINT from the moment the record exists must not skip the cleanup
+    # below: they are blocked while the record is written and the handlers installed, then
+    # each ends the wait as an Interrupted (a pending one at once), the cleanup runs, and
+    # the verdict says so.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _interrupt)
     try:
-        _wait_and_check(config, check, expected, decision_id, request_path, timeout)
-    except Interrupted as stop:
-        check("interrupted", False, detail=f"stopped by signal {stop.signum}")
+        try:
+            write_file_durably(record_path, dump_json(record), mode=0o644)
+        except OSError as exc:
+            check("record-written", False, file=record_path, detail=str(exc))
+            return finish()
+        check("record-written", True, file=record_path)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _interrupt)
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            _wait_and_check(config, check, expected, decision_id, request_path, timeout)
+        except Interrupted as stop:
+            check("interrupted", False, detail=f"stopped by signal {stop.signum}")
+        finally:
+            _ignore_stop_signals()  # a second signal must not cut the cleanup short
+            _cleanup(config, check, dispatch_id, record_path, request_path)
     finally:
-        for sig in STOP_SIGNALS:  # a second signal must not cut the cleanup short
-            signal.signal(sig, signal.SIG_IGN)
-        _cleanup(config, check, dispatch_id, record_path, request_path)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return finish()
 
 
@@ -132,7 +138,13 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
+    _ignore_stop_signals()  # one interruption: a second signal lands nowhere
     raise Interrupted(signum)
 
 

@@ -76,6 +76,49 @@ def test_an_interrupted_validate_handoff_leaves_nothing(root: Root, spawn, sig: 
     assert verdict["ok"] is False and any(c["name"] == "cleanup" for c in verdict["checks"])
 
 
+def test_a_signal_right_after_the_record_is_written_still_cleans_up(root: Root, spawn) -> None:
+    # The window a signal used to kill the check in: the record is on disk, the handlers
+    # are not installed yet (seen in CI: SIGTERM right after the record appeared left it).
+    # The check's own write sends SIGTERM to itself the moment the record is renamed in.
+    root.write_config(settle_seconds=0)
+    spawn(PY, root).wait_ready().kill()
+    lock = root.path / "state" / "dispatcher.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FLOCK, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        check = subprocess.run(
+            [PY, "-c", SIGNAL_AFTER_WRITE, str(DISPATCHER.parent), str(root.config)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=60,
+        )
+    finally:
+        holder.kill()
+        holder.wait(5)
+    assert list(root.records.iterdir()) == [], (check.returncode, check.stdout, check.stderr)
+    assert check.returncode not in (0, -signal.SIGTERM), check.returncode
+    verdict = json.loads(check.stdout)
+    names = [c["name"] for c in verdict["checks"]]
+    assert "interrupted" in names and "cleanup" in names, names
+
+
+SIGNAL_AFTER_WRITE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from hyops_dispatcher import cli, handoff
+real = handoff.write_file_durably
+def write_then_sigterm(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+handoff.write_file_durably = write_then_sigterm
+sys.exit(cli.main(["--config", sys.argv[2], "validate-handoff", "--json", "--timeout", "20"]))
+"""
+
+
 HOLD_FLOCK = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o640)
