@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import DISPATCHER, Root, cli_env, install_release
+from .conftest import DISPATCHER, Root, cli_env, install_release, record
 
 # The daemon's interpreter; HYOPS_EDGES_PYTHON runs the set under another one (e.g. 3.9).
 PY = os.environ.get("HYOPS_EDGES_PYTHON") or sys.executable
@@ -145,6 +145,19 @@ def fill(folder: Path) -> Path:
             while True:
                 fh.write(b"\0")
     return filler
+
+
+@contextlib.contextmanager
+def full_requests_disk(root: Root, spawn: Any, python: str = PY) -> Iterator[tuple[Any, Path]]:
+    """A running daemon whose requests folder (a 64k tmpfs) is full while a routed record
+    waits: yields (daemon, filler); unlink the filler and SIGUSR1 to give it room."""
+    requests = root.path / "state" / "requests"
+    root.write_config(settle_seconds=0, requests_dir=str(requests))
+    with tmpfs(requests, "64k"):
+        daemon = spawn(python, root).wait_ready()
+        filler = fill(requests)
+        root.drop("full-1.json", record("full-1", rationale="r" * 3000))
+        yield daemon, filler
 
 
 def status_json(python: str, root: Root, **kwargs: Any) -> dict[str, Any]:

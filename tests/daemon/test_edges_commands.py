@@ -4,11 +4,13 @@ signals a `once` that holds the lock, and names what holds it), and an interrupt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -49,12 +51,7 @@ def test_an_interrupted_validate_handoff_leaves_nothing(root: Root, spawn, sig: 
     root.write_config(settle_seconds=0)
     daemon = spawn(PY, root).wait_ready()
     daemon.kill()  # no daemon answers: the check waits for a request that never comes
-    lock = root.path / "state" / "dispatcher.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FLOCK, str(lock)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with lock_held_by_another(root):
         check = subprocess.Popen(
             [PY, str(DISPATCHER), "--config", str(root.config), "validate-handoff", "--json"],
             stdin=subprocess.DEVNULL,
@@ -66,9 +63,6 @@ def test_an_interrupted_validate_handoff_leaves_nothing(root: Root, spawn, sig: 
         wait_for(lambda: list(root.records.glob("handoff-check-*.json")), 10, "the record")
         check.send_signal(sig)
         out, err = check.communicate(timeout=20)
-    finally:
-        holder.kill()
-        holder.wait(5)
     assert list(root.records.iterdir()) == [], (out, err)
     assert check.returncode != 0
     assert "Traceback" not in err, err
@@ -82,12 +76,7 @@ def test_a_signal_right_after_the_record_is_written_still_cleans_up(root: Root, 
     # The check's own write sends SIGTERM to itself the moment the record is renamed in.
     root.write_config(settle_seconds=0)
     spawn(PY, root).wait_ready().kill()
-    lock = root.path / "state" / "dispatcher.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FLOCK, str(lock)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with lock_held_by_another(root):
         check = subprocess.run(
             [PY, "-c", SIGNAL_AFTER_WRITE, str(DISPATCHER.parent), str(root.config)],
             stdin=subprocess.DEVNULL,
@@ -96,14 +85,27 @@ def test_a_signal_right_after_the_record_is_written_still_cleans_up(root: Root, 
             env=cli_env(),
             timeout=60,
         )
-    finally:
-        holder.kill()
-        holder.wait(5)
     assert list(root.records.iterdir()) == [], (check.returncode, check.stdout, check.stderr)
     assert check.returncode not in (0, -signal.SIGTERM), check.returncode
     verdict = json.loads(check.stdout)
     names = [c["name"] for c in verdict["checks"]]
     assert "interrupted" in names and "cleanup" in names, names
+
+
+@contextlib.contextmanager
+def lock_held_by_another(root: Root) -> Iterator[None]:
+    """The instance lock held by a process that is no daemon: the check believes one runs
+    (so it writes its record) and no request ever comes."""
+    lock = root.path / "state" / "dispatcher.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FLOCK, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait(5)
 
 
 SIGNAL_AFTER_WRITE = """

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from .conftest import Root, cli, record, wait_for
-from .edges import PY, fill, tmpfs
+from .conftest import Root, cli, wait_for
+from .edges import PY, full_requests_disk
 
 
 def _status(root: Root) -> dict:
@@ -41,12 +41,7 @@ def test_a_good_reload_clears_a_refused_one(root: Root, spawn) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs)")
 def test_a_full_disk_error_is_cleared_when_writes_work_again(root: Root, spawn) -> None:
-    requests = root.path / "state" / "requests"
-    root.write_config(settle_seconds=0, requests_dir=str(requests))
-    with tmpfs(requests, "64k"):
-        daemon = spawn(PY, root).wait_ready()
-        filler = fill(requests)
-        root.drop("full-1.json", record("full-1", rationale="r" * 3000))
+    with full_requests_disk(root, spawn) as (daemon, filler):
         wait_for(lambda: "No space left" in _status(root).get("last_error", ""), 10, "ENOSPC")
         assert _status(root)["last_error_at"]
         filler.unlink()

@@ -13,8 +13,8 @@ import signal
 
 import pytest
 
-from .conftest import Root, cli, record, wait_for
-from .edges import PY, fill, tmpfs
+from .conftest import Root, cli, wait_for
+from .edges import PY, full_requests_disk
 
 EXIT_NOT_RUNNING = 6
 EXIT_DEGRADED = 7
@@ -71,12 +71,7 @@ def test_never_started_reads_stopped_exit_6(root: Root) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs)")
 def test_a_full_disk_reads_degraded_exit_7_then_0_once_it_has_room(root: Root, spawn) -> None:
-    requests = root.path / "state" / "requests"
-    root.write_config(settle_seconds=0, requests_dir=str(requests))
-    with tmpfs(requests, "64k"):
-        daemon = spawn(PY, root).wait_ready()
-        filler = fill(requests)
-        root.drop("full-1.json", record("full-1", rationale="r" * 3000))
+    with full_requests_disk(root, spawn) as (daemon, filler):
         wait_for(lambda: _status(root)[1]["status"] == "degraded", 10, "degraded")
         rc, doc = _status(root)
         assert rc == EXIT_DEGRADED and doc["running"] is True and doc["healthy"] is False
