@@ -31,12 +31,12 @@ mutants: venv
 	python tests/mutants/run.py
 
 # Both molecule scenarios on a real systemd test host (podman); prints "molecule: N passed, M failed".
-molecule: venv
+molecule: venv promtool
 	@bash scripts/run-molecule.sh
 
 # The real module, through hyops, against a podman systemd test host (tests/runner), and
 # the role in cluster mode on the HA test-host image (tests/ha).
-e2e: venv
+e2e: venv promtool
 	pytest -q -m e2e tests/runner tests/ha
 
 test: lint unit mutants molecule e2e
