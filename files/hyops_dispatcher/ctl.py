@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .approvals import approval_state, request_facts
 from .approve import withdrawn_requests
 from .config import Config
-from .console import age, err, printable, table
+from .console import age, err, paint, printable, table
 from .daemon import start_daemon
 from .episodes import LedgerEpisodes
 from .fsio import read_json_doc, read_json_quiet
@@ -110,10 +110,11 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
     else:
         if not readable:
             print(f"state.json unreadable ({config.state_file})")
-        print(f"healthy:          {'yes' if doc['healthy'] else 'NO'}")
+        print(f"healthy:          {paint('yes' if doc['healthy'] else 'NO')}")
         print(f"running:          {'yes' if doc['running'] else 'no'}")
         reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
-        print(printable(f"{'status:':<18}{doc['status']}{reason}"))
+        state = paint(str(doc["status"]), printable(doc["status"]))
+        print(f"{'status:':<18}{state}{printable(reason)}")
         print_identity(doc)
         for key in (
             "host",
@@ -202,7 +203,8 @@ def print_approvals(doc: dict) -> None:
             )
             for r in rows
         ]
-        for line in table(("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "EXPIRES IN"), cells):
+        headers = ("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "EXPIRES IN")
+        for line in table(headers, cells, painted=(1,)):
             print(line)
     total = sum(counts.get(s, 0) for s in ("awaiting", "expired", "superseded"))
     if total > len(rows):
@@ -339,14 +341,14 @@ def cmd_list(
             for r in requests
         ]
         headers = ("DISPATCH ID", "APPROVAL", "AGE", "EXPIRES IN", "TARGET", "DECISION")
-        for line in table(headers, rows):
+        for line in table(headers, rows, painted=(1,)):
             print(line)
     print(f"records not dispatched (from the ledger): {len(problems)}")
     if problems:
         rows = [
             (p["outcome"], p["file"], age(p.get("age_s")), p.get("reason") or "") for p in problems
         ]
-        for line in table(("OUTCOME", "FILE", "HANDLED", "REASON"), rows):
+        for line in table(("OUTCOME", "FILE", "HANDLED", "REASON"), rows, painted=(0,)):
             print(line)
     return EXIT_OK
 
