@@ -7,7 +7,8 @@ test_layout.py keeps this map and the imports honest).
 Leaves (import nothing of the package):
 - states: exit codes, outcomes, approval states, the shared words and numbers
 - jsontext: strict JSON in and out, depth caps, canonical bytes
-- console: text for a person's terminal, the one-line error
+- console: text for a person's terminal, the one-line error, colour on a terminal
+- completion: the bash completion script, generated from the parser
 - ids: UTC stamps, the decision hash, dispatch ids
 - fsio: durable writes of any file, staged batches, safe opens of our own files
 
@@ -43,7 +44,7 @@ Edge:
 """
 
 LAYERS = {
-    "leaves": ("states", "jsontext", "console", "ids", "fsio"),
+    "leaves": ("states", "jsontext", "console", "completion", "ids", "fsio"),
     "core": ("config", "record", "decide", "verdicts"),
     "shell": (
         "jsonlog",
