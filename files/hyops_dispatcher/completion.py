@@ -98,13 +98,14 @@ def bash_script(parser: argparse.ArgumentParser, names: Sequence[str]) -> str:
     ]
     for name, sub in sorted(commands.items()):
         flags, values = _options(sub)
+        arguments = _words(_positional_choices(sub))
         lines += [
             f"        {shlex.quote(name)})",
             *_value_cases(values, "            "),
             '            if [[ "$cur" == -* ]]; then',
             f'                COMPREPLY=($(compgen -W {_words(flags)} -- "$cur"))',
             "            else",
-            f'                COMPREPLY=($(compgen -W {_words(_positional_choices(sub))} -- "$cur"))',
+            f'                COMPREPLY=($(compgen -W {arguments} -- "$cur"))',
             "            fi",
             "            ;;",
         ]
