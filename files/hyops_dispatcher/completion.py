@@ -38,8 +38,10 @@ def _options(parser: argparse.ArgumentParser) -> Tuple[List[str], Dict[str, List
 def _positional_choices(parser: argparse.ArgumentParser) -> List[str]:
     words: List[str] = []
     for action in parser._actions:
-        if not action.option_strings and action.choices and not isinstance(
-            action, argparse._SubParsersAction
+        if (
+            not action.option_strings
+            and action.choices
+            and not isinstance(action, argparse._SubParsersAction)
         ):
             words.extend(str(c) for c in action.choices)
     return words
