@@ -29,6 +29,7 @@ Shell:
 - batch: the one write path of requests (durable, then the ledger)
 - approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
 - episodes: the DR episodes decide asks about (ledger, requests and approvals folders)
+- replayguard: what a replay would surprise someone with (needs --yes)
 - report: counters, the one health rule, state.json
 - runconfig: the running config's copy under state/ (read commands fall back to it)
 - metrics: the Prometheus textfile (pure render + writer)
@@ -57,6 +58,7 @@ LAYERS = {
         "batch",
         "approvals",
         "episodes",
+        "replayguard",
         "report",
         "runconfig",
         "metrics",

@@ -130,7 +130,10 @@ EXAMPLES = {
     "pending": ("", "--json"),
     "explain": ("decision-20260921T141000Z-cutover-0c1d2e3f", "/tmp/draft-record.json"),
     "validate-handoff": ("", "--decision-type failback --timeout 60"),
-    "replay": ("decision-20260921T141000Z-cutover-0c1d2e3f",),
+    "replay": (
+        "decision-20260921T141000Z-cutover-0c1d2e3f",
+        "decision-20260921T141000Z-cutover-0c1d2e3f --yes   # after reading why it asked",
+    ),
     "approve": (
         "dispatch-20260921T141000Z-cutover-0c1d2e3f --by alice --note 'INC-42, lag confirmed'",
     ),
@@ -291,7 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="dispatch a decision that was stale, skipped, unrouted or coalesced",
         description="Write the request for a decision the rules held back (the "
         "route must exist). Refuses a decision that already has a "
-        "request.",
+        "request. A decision older than the latest request of another route, or "
+        "while a request of an opposite route (supersedes) awaits approval, is "
+        "refused in one line saying so unless --yes.",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="replay even though it is older than another route's latest request "
+        "or an opposite request awaits approval",
     )
     p.add_argument("decision_id", metavar="DECISION_ID")
     p.add_argument(
@@ -441,7 +452,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
             )
             return cmd_withdraw(config, args.dispatch_id, args.reason, by, args.force)
         if command == "replay":
-            return cmd_replay(config, args.decision_id, args.timeout)
+            return cmd_replay(config, args.decision_id, args.timeout, args.yes)
     except SystemExit as exc:
         return int(exc.code or 0)
     except BrokenPipeError:

@@ -444,10 +444,12 @@ def _owner_of(folder: str) -> Optional[Tuple[int, int]]:
     return st.st_uid, st.st_gid
 
 
-def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Optional[dict]:
+def _ask_running_daemon(
+    config: Config, decision_id: str, timeout: float, yes: bool
+) -> Optional[dict]:
     """Hand the replay to the running daemon; None when it did not answer in time."""
     inbox = ReplayInbox(config)
-    inbox.ask(decision_id, _owner_of(os.path.dirname(config.state_file)))
+    inbox.ask(decision_id, _owner_of(os.path.dirname(config.state_file)), yes)
     deadline = time.monotonic() + timeout
     next_signal = 0.0
     try:
@@ -467,9 +469,10 @@ def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Opt
     return None
 
 
-def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
+def cmd_replay(config: Config, decision_id: str, timeout: float, yes: bool = False) -> int:
     """Ask the running daemon to replay; when none runs, take the lock and do it with
-    the daemon's own code (Daemon.replay), so there is one write path either way."""
+    the daemon's own code (Daemon.replay), so there is one write path either way. A
+    replay that would surprise (replayguard) is refused in one line unless `yes`."""
     if not DECISION_ID_RE.match(decision_id):
         err(f"decision_id {decision_id!r}: not a decision id (letters, digits, ._-)")
         return EXIT_USAGE
@@ -493,7 +496,7 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
                 "daemon; nothing asked: run the replay again once it is done"
             )
             return EXIT_RUNTIME
-        answer = _ask_running_daemon(config, decision_id, timeout)
+        answer = _ask_running_daemon(config, decision_id, timeout, yes)
         if answer is None:
             err(f"the running daemon did not answer the replay within {timeout:g} s")
             return EXIT_RUNTIME
@@ -509,12 +512,12 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
             )
         except Locked:
             log.close()
-            return cmd_replay(config, decision_id, timeout)  # it just started: ask it
+            return cmd_replay(config, decision_id, timeout, yes)  # it just started: ask it
         except BaseException:
             log.close()
             raise
         try:
-            answer = daemon.replay(decision_id)
+            answer = daemon.replay(decision_id, confirmed=yes)
         finally:
             daemon.stop()
             log.close()

@@ -116,6 +116,7 @@ def test_bash_completion_comes_from_the_parser(root: Root) -> None:
         assert flag in flags, flags
     assert "--by" not in flags, flags  # approve's, not list's
     assert set(_complete(script, "hyops-dispatcher", "approve", "--")) >= {"--by", "--note"}
+    assert "--yes" in _complete(script, "hyops-dispatcher", "replay", "--")
     # an option with choices offers them; flags after other words still complete
     assert "awaiting" in _complete(script, "hyops-dispatcher", "list", "--state", "")
     assert "--json" in _complete(script, "hyops-dispatcher", "--config", "/x", "status", "--j")
