@@ -23,7 +23,7 @@ from .daemon import start_daemon
 from .episodes import LedgerEpisodes
 from .fsio import read_json_doc, read_json_quiet
 from .host import Locked, lock_holder, lock_holder_running
-from .ids import iso_ts, parse_iso_utc
+from .ids import dispatch_id_epoch, iso_ts, parse_iso_utc
 from .inbox import ReplayInbox
 from .jsonlog import open_log
 from .ledger import Ledger
@@ -83,15 +83,21 @@ def status_exit(doc: dict, readable: bool) -> int:
 
 def add_approval_ages(doc: dict, now: float) -> None:
     """state.json keeps timestamps (it must not change with time alone); status adds the
-    ages: `oldest_awaiting_age_s` and `age_s` of each listed open request."""
+    ages: `oldest_awaiting_age_s`, and `age_s` (its file) and `decided_at`/`decided_age_s`
+    (its decision) of each listed open request."""
     if "approvals" not in doc:
         return
     oldest = parse_iso_utc(doc.get("oldest_awaiting_timestamp_utc"))
     doc["oldest_awaiting_age_s"] = None if oldest is None else round(now - oldest, 1)
     for row in doc.get("requests_open") or []:
-        issued = parse_iso_utc(row.get("timestamp_utc")) if isinstance(row, dict) else None
+        if not isinstance(row, dict):
+            continue
+        issued = parse_iso_utc(row.get("timestamp_utc"))
         if issued is not None:
             row["age_s"] = round(now - issued, 1)
+        decided = dispatch_id_epoch(row.get("dispatch_id"))  # the decision time it names
+        row["decided_at"] = None if decided is None else iso_ts(decided)
+        row["decided_age_s"] = None if decided is None else round(now - decided, 1)
 
 
 def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None) -> int:
@@ -199,11 +205,12 @@ def print_approvals(doc: dict) -> None:
                 r.get("approval"),
                 r.get("route"),
                 age(r.get("age_s")),
+                age(r.get("decided_age_s")),
                 _expires_in(r, now),
             )
             for r in rows
         ]
-        headers = ("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "EXPIRES IN")
+        headers = ("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "DECIDED", "EXPIRES IN")
         for line in table(headers, cells, painted=(1,)):
             print(line)
     total = sum(counts.get(s, 0) for s in ("awaiting", "expired", "superseded"))
@@ -234,6 +241,20 @@ REQUEST_KEYS = (
 )
 
 
+def decided_at(doc: dict) -> Optional[float]:
+    """When the decision was made, not when its request was written: the record's
+    timestamp_utc the request carries, else the time its dispatch id names (the
+    decision time the daemon used)."""
+    at = parse_iso_utc(doc.get("decision_timestamp_utc"))
+    return dispatch_id_epoch(doc.get("dispatch_id")) if at is None else at
+
+
+def _add_decided(row: dict, doc: dict, now: float) -> None:
+    at = decided_at(doc)
+    row["decided_at"] = None if at is None else iso_ts(at)
+    row["decided_age_s"] = None if at is None else round(now - at, 1)
+
+
 def list_requests(config: Config) -> List[dict]:
     result = []
     try:
@@ -262,6 +283,7 @@ def list_requests(config: Config) -> List[dict]:
             approved = readable and os.path.lexists(marker)
             row["approval"] = approval_state(facts, approved, facts.dispatch_id in superseded, now)
             row["age_s"] = round(now - facts.issued_at, 1)
+        _add_decided(row, doc, now)
         result.append(row)
     for doc, note in withdrawn_requests(config):
         row = {k: doc.get(k) for k in REQUEST_KEYS}
@@ -269,6 +291,7 @@ def list_requests(config: Config) -> List[dict]:
         facts = request_facts(doc)
         if facts is not None:
             row["age_s"] = round(now - facts.issued_at, 1)
+        _add_decided(row, doc, now)
         result.append(row)
     return result
 
@@ -284,7 +307,8 @@ def cmd_pending(config: Config, as_json: bool) -> int:
     for r in rows:
         print(
             printable(
-                f"  {r['dispatch_id']}  waiting {age(r.get('age_s'))}  {r.get('decision_type')}"
+                f"  {r['dispatch_id']}  waiting {age(r.get('age_s'))}  decided "
+                f"{age(r.get('decided_age_s'))} ago  {r.get('decision_type')}"
                 f"  <- {r.get('source_decision_id')}"
             )
         )
@@ -334,13 +358,14 @@ def cmd_list(
                 r["dispatch_id"],
                 r.get("approval", "?"),
                 age(r.get("age_s")),
+                age(r.get("decided_age_s")),
                 _expires_in(r, now),
                 r.get("target_ref"),
                 r.get("source_decision_id"),
             )
             for r in requests
         ]
-        headers = ("DISPATCH ID", "APPROVAL", "AGE", "EXPIRES IN", "TARGET", "DECISION")
+        headers = ("DISPATCH ID", "APPROVAL", "AGE", "DECIDED", "EXPIRES IN", "TARGET", "DECISION")
         for line in table(headers, rows, painted=(1,)):
             print(line)
     print(f"records not dispatched (from the ledger): {len(problems)}")

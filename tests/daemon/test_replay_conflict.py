@@ -92,7 +92,9 @@ def test_replay_with_no_conflict_needs_no_yes(python: str, root: Root, tmp_path)
     assert _sources(root) == ["cut-alone"]
 
 
-def test_list_shows_the_decisions_age_of_a_replayed_cutover(python: str, root: Root, tmp_path):
+def test_list_shows_the_decisions_age_of_a_replayed_cutover(
+    python: str, root: Root, tmp_path, spawn
+) -> None:
     _setup(root, tmp_path)
     decided = now_iso(-TWO_DAYS - 600)
     root.drop("old.json", record("cut-2d", timestamp_utc=decided))
@@ -112,3 +114,13 @@ def test_list_shows_the_decisions_age_of_a_replayed_cutover(python: str, root: R
     (req,) = doc["requests"]
     assert abs(parse_iso_utc(req["decided_at"]) - parse_iso_utc(decided)) < 1, req
     assert req["decided_age_s"] > TWO_DAYS, req
+
+    # status's table of open requests says it too
+    daemon = spawn(python, root).wait_ready()
+    wait_for(lambda: root.state().get("approvals", {}).get("awaiting") == 1, 10, "1 awaiting")
+    text = cli(python, root, "status", env={"NO_COLOR": "1"}).stdout
+    header = next(ln for ln in text.splitlines() if ln.lstrip().startswith("DISPATCH ID"))
+    row = next(ln for ln in text.splitlines() if ln.lstrip().startswith(req["dispatch_id"]))
+    names, values = re.split(r"\s{2,}", header.strip()), re.split(r"\s{2,}", row.strip())
+    assert dict(zip(names, values, strict=True))["DECIDED"] == "2d", text
+    assert daemon.stop() == 0
