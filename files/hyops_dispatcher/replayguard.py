@@ -41,11 +41,13 @@ def replay_conflicts(
         if latest is None:
             continue
         dispatch_id, decided = latest
+        awaits = opposite(config, route, other) and episodes.approval(dispatch_id) == "awaiting"
         if decided > epoch:
             found.append(
                 f"it is older than the latest {other} request {dispatch_id} "
                 f"(decided {age(episodes.now - decided)} ago)"
+                + (", which awaits approval (an opposite route)" if awaits else "")
             )
-        if opposite(config, route, other) and episodes.approval(dispatch_id) == "awaiting":
+        elif awaits:
             found.append(f"the opposite {other} request {dispatch_id} awaits approval")
     return found
