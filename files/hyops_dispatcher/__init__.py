@@ -7,7 +7,8 @@ test_layout.py keeps this map and the imports honest).
 Leaves (import nothing of the package):
 - states: exit codes, outcomes, approval states, the shared words and numbers
 - jsontext: strict JSON in and out, depth caps, canonical bytes
-- console: text for a person's terminal, the one-line error
+- console: text for a person's terminal, the one-line error, colour on a terminal
+- completion: the bash completion script, generated from the parser
 - ids: UTC stamps, the decision hash, dispatch ids
 - fsio: durable writes of any file, staged batches, safe opens of our own files
 
@@ -28,6 +29,7 @@ Shell:
 - batch: the one write path of requests (durable, then the ledger)
 - approvals: the approval rule, its SQL twin, the marker path, the ApprovalBook
 - episodes: the DR episodes decide asks about (ledger, requests and approvals folders)
+- replayguard: what a replay would surprise someone with (needs --yes)
 - report: counters, the one health rule, state.json
 - runconfig: the running config's copy under state/ (read commands fall back to it)
 - metrics: the Prometheus textfile (pure render + writer)
@@ -43,7 +45,7 @@ Edge:
 """
 
 LAYERS = {
-    "leaves": ("states", "jsontext", "console", "ids", "fsio"),
+    "leaves": ("states", "jsontext", "console", "completion", "ids", "fsio"),
     "core": ("config", "record", "decide", "verdicts"),
     "shell": (
         "jsonlog",
@@ -56,6 +58,7 @@ LAYERS = {
         "batch",
         "approvals",
         "episodes",
+        "replayguard",
         "report",
         "runconfig",
         "metrics",

@@ -18,6 +18,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from .approve import cmd_approve, cmd_withdraw
+from .completion import bash_script
 from .config import Config, ConfigError, load_config
 from .console import err
 from .ctl import cmd_check_config, cmd_explain, cmd_list, cmd_pending, cmd_replay, cmd_status
@@ -120,6 +121,7 @@ Environment: HYOPS_DISPATCHER_NO_INOTIFY=1 turns inotify off (polling only).
 
 EXAMPLES = {
     "version": ("", "--json"),
+    "completion": ("bash > /usr/share/bash-completion/completions/hyops-dispatcher",),
     "run": ("--config /opt/hybridops/decision-dispatcher/config/config.json",),
     "once": ("",),
     "check-config": ("--config /tmp/new-config.json",),
@@ -128,7 +130,10 @@ EXAMPLES = {
     "pending": ("", "--json"),
     "explain": ("decision-20260921T141000Z-cutover-0c1d2e3f", "/tmp/draft-record.json"),
     "validate-handoff": ("", "--decision-type failback --timeout 60"),
-    "replay": ("decision-20260921T141000Z-cutover-0c1d2e3f",),
+    "replay": (
+        "decision-20260921T141000Z-cutover-0c1d2e3f",
+        "decision-20260921T141000Z-cutover-0c1d2e3f --yes   # after reading why it asked",
+    ),
     "approve": (
         "dispatch-20260921T141000Z-cutover-0c1d2e3f --by alice --note 'INC-42, lag confirmed'",
     ),
@@ -169,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="The release this code is: version, digest of its sources, folder.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser(
+        "completion",
+        help="print the bash completion script (no config needed)",
+        description="A bash completion script for the commands and flags of this parser; "
+        "the role installs it next to the short command.",
+    )
+    p.add_argument("shell", choices=("bash",), help="the shell (bash)")
+    p.add_argument(
+        "--prog",
+        default="hyops-dispatcher",
+        metavar="NAME",
+        help="the command it completes, besides dispatcher.py (default hyops-dispatcher)",
+    )
     sub.add_parser(
         "run",
         help="run the daemon in the foreground (systemd runs this)",
@@ -276,7 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="dispatch a decision that was stale, skipped, unrouted or coalesced",
         description="Write the request for a decision the rules held back (the "
         "route must exist). Refuses a decision that already has a "
-        "request.",
+        "request. A decision older than the latest request of another route, or "
+        "while a request of an opposite route (supersedes) awaits approval, is "
+        "refused in one line saying so unless --yes.",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="replay even though it is older than another route's latest request "
+        "or an opposite request awaits approval",
     )
     p.add_argument("decision_id", metavar="DECISION_ID")
     p.add_argument(
@@ -389,6 +415,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
     command = args.command
     if command == "version":
         return cmd_version(args.json)
+    if command == "completion":
+        print(bash_script(parser, (args.prog, "dispatcher.py")), end="")
+        return EXIT_OK
     try:
         # the one load; every command gets this Config
         config, disk_problem = _load_or_exit(args.config, command)
@@ -423,7 +452,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
             )
             return cmd_withdraw(config, args.dispatch_id, args.reason, by, args.force)
         if command == "replay":
-            return cmd_replay(config, args.decision_id, args.timeout)
+            return cmd_replay(config, args.decision_id, args.timeout, args.yes)
     except SystemExit as exc:
         return int(exc.code or 0)
     except BrokenPipeError:

@@ -18,12 +18,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from .approvals import approval_state, request_facts
 from .approve import withdrawn_requests
 from .config import Config
-from .console import age, err, printable, table
+from .console import age, err, paint, printable, table
 from .daemon import start_daemon
 from .episodes import LedgerEpisodes
 from .fsio import read_json_doc, read_json_quiet
 from .host import Locked, lock_holder, lock_holder_running
-from .ids import iso_ts, parse_iso_utc
+from .ids import dispatch_id_epoch, iso_ts, parse_iso_utc
 from .inbox import ReplayInbox
 from .jsonlog import open_log
 from .ledger import Ledger
@@ -83,15 +83,21 @@ def status_exit(doc: dict, readable: bool) -> int:
 
 def add_approval_ages(doc: dict, now: float) -> None:
     """state.json keeps timestamps (it must not change with time alone); status adds the
-    ages: `oldest_awaiting_age_s` and `age_s` of each listed open request."""
+    ages: `oldest_awaiting_age_s`, and `age_s` (its file) and `decided_at`/`decided_age_s`
+    (its decision) of each listed open request."""
     if "approvals" not in doc:
         return
     oldest = parse_iso_utc(doc.get("oldest_awaiting_timestamp_utc"))
     doc["oldest_awaiting_age_s"] = None if oldest is None else round(now - oldest, 1)
     for row in doc.get("requests_open") or []:
-        issued = parse_iso_utc(row.get("timestamp_utc")) if isinstance(row, dict) else None
+        if not isinstance(row, dict):
+            continue
+        issued = parse_iso_utc(row.get("timestamp_utc"))
         if issued is not None:
             row["age_s"] = round(now - issued, 1)
+        decided = dispatch_id_epoch(row.get("dispatch_id"))  # the decision time it names
+        row["decided_at"] = None if decided is None else iso_ts(decided)
+        row["decided_age_s"] = None if decided is None else round(now - decided, 1)
 
 
 def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None) -> int:
@@ -110,10 +116,11 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
     else:
         if not readable:
             print(f"state.json unreadable ({config.state_file})")
-        print(f"healthy:          {'yes' if doc['healthy'] else 'NO'}")
+        print(f"healthy:          {paint('yes' if doc['healthy'] else 'NO')}")
         print(f"running:          {'yes' if doc['running'] else 'no'}")
         reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
-        print(printable(f"{'status:':<18}{doc['status']}{reason}"))
+        state = paint(str(doc["status"]), printable(doc["status"]))
+        print(f"{'status:':<18}{state}{printable(reason)}")
         print_identity(doc)
         for key in (
             "host",
@@ -198,11 +205,13 @@ def print_approvals(doc: dict) -> None:
                 r.get("approval"),
                 r.get("route"),
                 age(r.get("age_s")),
+                age(r.get("decided_age_s")),
                 _expires_in(r, now),
             )
             for r in rows
         ]
-        for line in table(("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "EXPIRES IN"), cells):
+        headers = ("DISPATCH ID", "APPROVAL", "ROUTE", "AGE", "DECIDED", "EXPIRES IN")
+        for line in table(headers, cells, painted=(1,)):
             print(line)
     total = sum(counts.get(s, 0) for s in ("awaiting", "expired", "superseded"))
     if total > len(rows):
@@ -230,6 +239,20 @@ REQUEST_KEYS = (
     "expires_at",
     "supersedes",
 )
+
+
+def decided_at(doc: dict) -> Optional[float]:
+    """When the decision was made, not when its request was written: the record's
+    timestamp_utc the request carries, else the time its dispatch id names (the
+    decision time the daemon used)."""
+    at = parse_iso_utc(doc.get("decision_timestamp_utc"))
+    return dispatch_id_epoch(doc.get("dispatch_id")) if at is None else at
+
+
+def _add_decided(row: dict, doc: dict, now: float) -> None:
+    at = decided_at(doc)
+    row["decided_at"] = None if at is None else iso_ts(at)
+    row["decided_age_s"] = None if at is None else round(now - at, 1)
 
 
 def list_requests(config: Config) -> List[dict]:
@@ -260,6 +283,7 @@ def list_requests(config: Config) -> List[dict]:
             approved = readable and os.path.lexists(marker)
             row["approval"] = approval_state(facts, approved, facts.dispatch_id in superseded, now)
             row["age_s"] = round(now - facts.issued_at, 1)
+        _add_decided(row, doc, now)
         result.append(row)
     for doc, note in withdrawn_requests(config):
         row = {k: doc.get(k) for k in REQUEST_KEYS}
@@ -267,6 +291,7 @@ def list_requests(config: Config) -> List[dict]:
         facts = request_facts(doc)
         if facts is not None:
             row["age_s"] = round(now - facts.issued_at, 1)
+        _add_decided(row, doc, now)
         result.append(row)
     return result
 
@@ -282,7 +307,8 @@ def cmd_pending(config: Config, as_json: bool) -> int:
     for r in rows:
         print(
             printable(
-                f"  {r['dispatch_id']}  waiting {age(r.get('age_s'))}  {r.get('decision_type')}"
+                f"  {r['dispatch_id']}  waiting {age(r.get('age_s'))}  decided "
+                f"{age(r.get('decided_age_s'))} ago  {r.get('decision_type')}"
                 f"  <- {r.get('source_decision_id')}"
             )
         )
@@ -332,21 +358,22 @@ def cmd_list(
                 r["dispatch_id"],
                 r.get("approval", "?"),
                 age(r.get("age_s")),
+                age(r.get("decided_age_s")),
                 _expires_in(r, now),
                 r.get("target_ref"),
                 r.get("source_decision_id"),
             )
             for r in requests
         ]
-        headers = ("DISPATCH ID", "APPROVAL", "AGE", "EXPIRES IN", "TARGET", "DECISION")
-        for line in table(headers, rows):
+        headers = ("DISPATCH ID", "APPROVAL", "AGE", "DECIDED", "EXPIRES IN", "TARGET", "DECISION")
+        for line in table(headers, rows, painted=(1,)):
             print(line)
     print(f"records not dispatched (from the ledger): {len(problems)}")
     if problems:
         rows = [
             (p["outcome"], p["file"], age(p.get("age_s")), p.get("reason") or "") for p in problems
         ]
-        for line in table(("OUTCOME", "FILE", "HANDLED", "REASON"), rows):
+        for line in table(("OUTCOME", "FILE", "HANDLED", "REASON"), rows, painted=(0,)):
             print(line)
     return EXIT_OK
 
@@ -442,10 +469,12 @@ def _owner_of(folder: str) -> Optional[Tuple[int, int]]:
     return st.st_uid, st.st_gid
 
 
-def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Optional[dict]:
+def _ask_running_daemon(
+    config: Config, decision_id: str, timeout: float, yes: bool
+) -> Optional[dict]:
     """Hand the replay to the running daemon; None when it did not answer in time."""
     inbox = ReplayInbox(config)
-    inbox.ask(decision_id, _owner_of(os.path.dirname(config.state_file)))
+    inbox.ask(decision_id, _owner_of(os.path.dirname(config.state_file)), yes)
     deadline = time.monotonic() + timeout
     next_signal = 0.0
     try:
@@ -465,9 +494,10 @@ def _ask_running_daemon(config: Config, decision_id: str, timeout: float) -> Opt
     return None
 
 
-def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
+def cmd_replay(config: Config, decision_id: str, timeout: float, yes: bool = False) -> int:
     """Ask the running daemon to replay; when none runs, take the lock and do it with
-    the daemon's own code (Daemon.replay), so there is one write path either way."""
+    the daemon's own code (Daemon.replay), so there is one write path either way. A
+    replay that would surprise (replayguard) is refused in one line unless `yes`."""
     if not DECISION_ID_RE.match(decision_id):
         err(f"decision_id {decision_id!r}: not a decision id (letters, digits, ._-)")
         return EXIT_USAGE
@@ -491,7 +521,7 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
                 "daemon; nothing asked: run the replay again once it is done"
             )
             return EXIT_RUNTIME
-        answer = _ask_running_daemon(config, decision_id, timeout)
+        answer = _ask_running_daemon(config, decision_id, timeout, yes)
         if answer is None:
             err(f"the running daemon did not answer the replay within {timeout:g} s")
             return EXIT_RUNTIME
@@ -507,12 +537,12 @@ def cmd_replay(config: Config, decision_id: str, timeout: float) -> int:
             )
         except Locked:
             log.close()
-            return cmd_replay(config, decision_id, timeout)  # it just started: ask it
+            return cmd_replay(config, decision_id, timeout, yes)  # it just started: ask it
         except BaseException:
             log.close()
             raise
         try:
-            answer = daemon.replay(decision_id)
+            answer = daemon.replay(decision_id, confirmed=yes)
         finally:
             daemon.stop()
             log.close()

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple
 from .approvals import ApprovalBook
 from .batch import Batch, WriteFailed
 from .config import Config, ConfigError, load_config
+from .console import age
 from .decide import Decision, decide
 from .episodes import LedgerEpisodes
 from .fsio import UnsafeFile, check_own_path, remove_stale_temps
@@ -37,6 +38,7 @@ from .ledger import (
 from .metrics import MetricsReport
 from .pipeline import ReadFault, judge_record_file, read_fault, read_record_bytes
 from .record import RecordRejected, is_record_name, read_valid_record
+from .replayguard import replay_conflicts
 from .report import StateReport
 from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
@@ -454,10 +456,12 @@ class Daemon:
             self.log.event("pruned", level="DEBUG", reason=f"pruned {removed} ledger rows")
 
     # ---------------------------------------------------------------- replay
-    def replay(self, decision_id: str) -> dict:
+    def replay(self, decision_id: str, confirmed: bool = False) -> dict:
         """Dispatch a decision the rules held back (stale, skipped, unrouted, coalesced),
-        through the same checks and write path as every other request. Returns the answer
-        for the operator."""
+        through the same checks and write path as every other request. A decision older
+        than another route's latest request, or one whose opposite request awaits
+        approval, is replayed only `confirmed` (--yes). Returns the answer for the
+        operator."""
         now = self.clock()
         prior = self.ledger.prior(decision_id)
         refusal = judge_replay(decision_id, prior, None, None)
@@ -489,6 +493,20 @@ class Daemon:
             refusal = f"cannot replay {decision_id}: {decision.reason}"
         if refusal is not None:
             return {"ok": False, "error": refusal}
+        episodes = LedgerEpisodes(self.config, self.ledger, self.batch.is_staged, now)
+        conflicts = replay_conflicts(
+            self.config, self.ledger, episodes, decision.route or "", decision.decision_epoch
+        )
+        if conflicts and not confirmed:
+            return {
+                "ok": False,
+                "needs_yes": True,
+                "conflicts": conflicts,
+                "error": f"replay of {decision_id} ({decision.route}, decided "
+                f"{age(now - decision.decision_epoch)} ago) needs --yes: "
+                + "; ".join(conflicts)
+                + "; nothing written",
+            }
         outcome = Outcome.of_decision(decision)._replace(
             reason=f"replayed by operator (was {prior.outcome})"
         )
@@ -505,7 +523,7 @@ class Daemon:
     def answer_replays(self) -> None:
         for decision_id in self.replays.asks():
             try:
-                answer = self.replay(decision_id)
+                answer = self.replay(decision_id, self.replays.confirmed(decision_id))
             except (OSError, sqlite3.Error):
                 raise
             except Exception as exc:  # a bug answers the operator instead of stopping us

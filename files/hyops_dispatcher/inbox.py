@@ -20,7 +20,8 @@ from .record import DECISION_ID_RE
 class ReplayInbox:
     """`replay` asks the running daemon instead of writing behind its back: the command
     drops <state dir>/replay/<decision_id>.ask, sends SIGUSR1 and waits for
-    <decision_id>.answer (JSON: ok, dispatch_id, request, status or error), which the
+    <decision_id>.answer (JSON: ok, dispatch_id, request, status or error; `yes` in the ask
+    is replay --yes), which the
     daemon writes after doing the replay through its own write path (Daemon.replay)."""
 
     ASK = ".ask"
@@ -53,6 +54,11 @@ class ReplayInbox:
         ids = [n[: -len(self.ASK)] for n in sorted(names)]
         return [i for i in ids if DECISION_ID_RE.match(i)]
 
+    def confirmed(self, decision_id: str) -> bool:
+        """The ask says `yes` (replay --yes): a replay that would surprise may be done."""
+        doc = read_json_quiet(os.path.join(self.folder, decision_id + self.ASK))
+        return isinstance(doc, dict) and doc.get("yes") is True
+
     def answer(self, decision_id: str, answer: dict) -> Optional[str]:
         """Write the answer and take the ask away. None, or why the answer could not be
         written (a stray entry at its name, a full disk): then the ask is dropped too, so
@@ -68,7 +74,7 @@ class ReplayInbox:
         return problem
 
     # --- the operator's side
-    def ask(self, decision_id: str, owner: Optional[Tuple[int, int]]) -> None:
+    def ask(self, decision_id: str, owner: Optional[Tuple[int, int]], yes: bool = False) -> None:
         if not os.path.isdir(self.folder):
             os.makedirs(self.folder, mode=0o750, exist_ok=True)
             if owner is not None:
@@ -76,7 +82,8 @@ class ReplayInbox:
         base = os.path.join(self.folder, decision_id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(base + self.ANSWER)
-        write_file_durably(base + self.ASK, dump_json({"decision_id": decision_id}), owner=owner)
+        doc = {"decision_id": decision_id, "yes": yes}
+        write_file_durably(base + self.ASK, dump_json(doc), owner=owner)
 
     def take_answer(self, decision_id: str) -> Optional[dict]:
         path = os.path.join(self.folder, decision_id + self.ANSWER)
