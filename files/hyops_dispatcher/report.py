@@ -105,8 +105,6 @@ class StateReport:
         self.last_recovered_from = ""
         self.records_dir_ok = True
         self.write_problem = ""  # why requests or the ledger cannot be written now
-        # False from a refused reload (SIGHUP) until a reload succeeds (metrics gauge).
-        self.reload_ok = True
         self.status = "starting"
         self.started_at = started_at
         self.last_write = 0.0  # monotonic: when state.json is next due
@@ -247,14 +245,17 @@ class StateReport:
 
     def reload_refused(self, reason: str) -> None:
         """SIGHUP with a config that cannot be used: the running one stays."""
-        self.reload_ok = False
         self.error(reason, cause="reload")
 
     def reloaded(self) -> None:
         """A good reload: a refused one before it is over."""
-        self.reload_ok = True
         self.dirty = True
         self.clear("reload")
+
+    @property
+    def reload_ok(self) -> bool:
+        """False from a refused reload (SIGHUP) until a reload succeeds (metrics gauge)."""
+        return "reload" not in self.problems
 
     def touch(self) -> None:
         """Something state.json shows changed (a reload): write it at the next chance."""
