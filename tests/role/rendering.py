@@ -43,6 +43,7 @@ def render(template: str, **overrides: Any) -> str:
         v, indent=indent, sort_keys=sort_keys
     )
     env.filters["dirname"] = os.path.dirname
+    env.filters["basename"] = os.path.basename
     variables = {
         **DEFAULTS,
         "decision_dispatcher_routes": ROUTES,
