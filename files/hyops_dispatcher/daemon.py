@@ -40,6 +40,7 @@ from .record import RecordRejected, is_record_name, read_valid_record
 from .report import StateReport
 from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
+from .synthetic import SyntheticSweep
 from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
 from .watcher import Watcher
 
@@ -185,6 +186,7 @@ class Daemon:
         self.watcher = parts.watcher
         self.replays = parts.replays
         self.metrics = MetricsReport(config, self.report)
+        self.synthetic = SyntheticSweep(log, self.ledger)  # validate-handoff's leftovers
         self.closed = False
         self.last_pass = 0.0  # wall clock at the end of the last loop pass (metrics)
         self.last_poll = 0.0
@@ -654,6 +656,7 @@ class Daemon:
 
     def _after_ready(self) -> None:
         self.scan(full=True)
+        self.synthetic.sweep(self.config, self.clock())
         self.prune()
         self.answer_replays()
 
@@ -737,6 +740,7 @@ class Daemon:
                 self._writes_failing(problem)
                 return
             handled += self.scan(full=full)
+            self.synthetic.sweep(self.config, self.clock())
             if full:
                 self.prune()
                 self.approvals.sync()

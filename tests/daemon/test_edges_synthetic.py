@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DISPATCHER, Root, cli_env, record, wait_for
+from .conftest import DISPATCHER, Root, cli_env, now_iso, record, wait_for
 from .edges import LIBFAKETIME, PY, faketime_env
 from .request_seed import approve
 
@@ -89,6 +89,10 @@ def test_a_synthetic_request_left_by_a_killed_check_ages_out(root: Root, spawn) 
     control = root.path.parent / "faketime"
     daemon = spawn(PY, root, env=faketime_env(control)).wait_ready()
     real = root.drop("real-1.json", record("real-1"))
+    wait_for(lambda: _requests_by_source(root), 10, "the real request")
+    # The daemon is held still until the check is killed, so the check dies before its
+    # request exists (no cleanup runs); then the daemon writes it, for nobody.
+    daemon.signal(signal.SIGSTOP)
     check = subprocess.Popen(
         [PY, str(DISPATCHER), "--config", str(root.config), "validate-handoff", "--json"],
         stdin=subprocess.DEVNULL,
@@ -97,17 +101,19 @@ def test_a_synthetic_request_left_by_a_killed_check_ages_out(root: Root, spawn) 
         env=cli_env(),
     )
     try:
-        found = wait_for(
-            lambda: [s for s in _requests_by_source(root) if s.startswith("handoff-check-")],
-            15,
-            "the check's request",
-        )
+        wait_for(lambda: list(root.records.glob("handoff-check-*.json")), 15, "the record")
     finally:
-        check.send_signal(signal.SIGKILL)  # no cleanup runs
+        check.send_signal(signal.SIGKILL)
         check.wait(10)
+        daemon.signal(signal.SIGCONT)
+    found = wait_for(
+        lambda: [s for s in _requests_by_source(root) if s.startswith("handoff-check-")],
+        15,
+        "the killed check's request",
+    )
     requests = _requests_by_source(root)
     synthetic = requests[found[0]]
-    assert synthetic.exists() and list(root.records.glob("handoff-check-*.json"))
+    assert list(root.records.glob("handoff-check-*.json"))  # its record stays too
     daemon.signal(signal.SIGUSR1)
     time.sleep(1)
     assert synthetic.exists()  # young, its record still there: the check may be running
@@ -119,4 +125,19 @@ def test_a_synthetic_request_left_by_a_killed_check_ages_out(root: Root, spawn) 
     assert [ln["dispatch_id"] for ln in removed] == [synthetic.name[:-5]], removed
     assert "older than" in removed[0]["reason"], removed[0]
     assert [p.name for p in root.requests.glob("*.json")] == [requests["real-1"].name]
+    assert daemon.stop() == 0
+
+
+def test_a_synthetic_record_older_than_the_bound_is_never_dispatched(root: Root, spawn) -> None:
+    """A killed check's record found later (a new ledger, a restored folder): its check is
+    long over, so no synthetic request is written for it at all."""
+    root.write_config(settle_seconds=0)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 7200))
+    old = f"handoff-check-{stamp}-0000000c"
+    root.drop(f"{old}.json", record(old, timestamp_utc=now_iso(-7200)))
+    root.drop("real-1.json", record("real-1", timestamp_utc=now_iso(-7200)))
+    daemon = spawn(PY, root).wait_ready()
+    outcome, reason = root.outcomes()[f"{old}.json"]
+    assert outcome == "stale" and "synthetic" in reason, (outcome, reason)
+    assert list(_requests_by_source(root)) == ["real-1"]  # a real one that old is dispatched
     assert daemon.stop() == 0
