@@ -114,6 +114,10 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
         print(f"running:          {'yes' if doc['running'] else 'no'}")
         reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
         print(printable(f"{'status:':<18}{doc['status']}{reason}"))
+        first = doc.get("first_pass")
+        if isinstance(first, dict) and doc["running"]:
+            seen, total = printable(first.get("seen")), printable(first.get("total"))
+            print(f"{'first pass:':<18}{seen} of {total} records (READY follows it)")
         print_identity(doc)
         for key in (
             "host",

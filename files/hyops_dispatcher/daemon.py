@@ -253,9 +253,9 @@ class Daemon:
                     fault = fault or exc
                 if self.batch.full:
                     self.finish_batch()
-                if handled and handled % 128 == 0:
+                if pos % 128 == 0:
                     self.notifier.ping(self.mono())
-                    self._extend_start(handled)
+                    self._first_pass_progress(pos, len(ordered))
         finally:
             self.index.end_pass()
         self.finish_batch()
@@ -275,18 +275,22 @@ class Daemon:
         self.finish_batch()
         return self.consider(name, now)
 
-    def _extend_start(self, handled: int) -> None:
-        """Before READY (the first pass over a backlog), tell systemd the start is making
-        progress: EXTEND_TIMEOUT_USEC moves the start timeout START_EXTEND_SECONDS ahead,
-        at most once a second, so a big backlog cannot fail the unit."""
+    def _first_pass_progress(self, seen: int, total: int) -> None:
+        """Before READY (the first pass over a backlog), at most once a second: tell
+        systemd the start is making progress (EXTEND_TIMEOUT_USEC moves the start timeout
+        START_EXTEND_SECONDS ahead, so a big backlog cannot fail the unit), and rewrite
+        state.json with how far the pass is (`first_pass`, what `status` shows)."""
         mono = self.mono()
         if self.ready_sent or mono - self.last_extend < 1.0:
             return
         self.last_extend = mono
         usec = int(START_EXTEND_SECONDS * 1e6)
         self.notifier.send(
-            f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=first pass: {handled} records handled"
+            f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=first pass: {seen} of {total} records"
         )
+        self.finish_batch()  # state.json counts only what is durable
+        self.report.first_pass = (seen, total)
+        self.report.write(self.clock(), self.config, self.index, self.watcher.mode, force=True)
 
     def _note_remade(self) -> None:
         if self.batch.folder_remade():
@@ -609,6 +613,7 @@ class Daemon:
             # A write failure in the first pass (disk full) still ends in READY, reported
             # degraded: exiting would only run into the unit's start limit.
             self._guarded(self.scan)
+            self.report.first_pass = None
             self.report.set_status("running")
             self._guarded(lambda: self.write_state(force=True))
             self.ready_sent = True
