@@ -290,7 +290,8 @@ class Daemon:
         )
         self.finish_batch()  # state.json counts only what is durable
         self.report.first_pass = (seen, total)
-        self.report.write(self.clock(), self.config, self.index, self.watcher.mode, force=True)
+        with contextlib.suppress(OSError):  # only a view: the write at READY is the one that counts
+            self.report.write(self.clock(), self.config, self.index, self.watcher.mode, force=True)
 
     def _note_remade(self) -> None:
         if self.batch.folder_remade():

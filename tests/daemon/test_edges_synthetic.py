@@ -66,7 +66,10 @@ def test_a_synthetic_request_whose_record_is_gone_is_removed(
         daemon = spawn(PY, root).wait_ready()
     else:
         daemon.signal(signal.SIGUSR1)  # the next poll pass
-    wait_for(lambda: not requests[lone].exists(), 15, "the synthetic request removed")
+    # The line follows the unlink: wait for both.
+    wait_for(
+        lambda: not requests[lone].exists() and _removals(root), 15, "the synthetic request removed"
+    )
     # The real request and the approved synthetic one stay, whatever their records did.
     assert requests["real-1"].exists() and requests[kept].exists()
     removed = _removals(root)
@@ -119,7 +122,9 @@ def test_a_synthetic_request_left_by_a_killed_check_ages_out(root: Root, spawn) 
     assert synthetic.exists()  # young, its record still there: the check may be running
     control.write_text("+7200s\n")  # two hours later
     daemon.signal(signal.SIGUSR1)
-    wait_for(lambda: not synthetic.exists(), 15, "the old synthetic request removed")
+    wait_for(
+        lambda: not synthetic.exists() and _removals(root), 15, "the old synthetic request removed"
+    )
     assert requests["real-1"].exists() and real.exists()
     removed = _removals(root)
     assert [ln["dispatch_id"] for ln in removed] == [synthetic.name[:-5]], removed
