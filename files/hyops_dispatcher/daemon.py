@@ -243,6 +243,9 @@ class Daemon:
             for pos, name in enumerate(ordered):
                 if self.stop_requested:
                     break  # SIGTERM: the write in hand is done; the rest waits for the next start
+                if pos % 128 == 0:  # before this file: nothing of it is staged yet
+                    self.notifier.ping(self.mono())
+                    self._first_pass_progress(pos, len(ordered))
                 if pos % LOOKUP_CHUNK == 0:
                     self.index.prefetch(ordered[pos : pos + LOOKUP_CHUNK])
                 try:
@@ -253,9 +256,6 @@ class Daemon:
                     fault = fault or exc
                 if self.batch.full:
                     self.finish_batch()
-                if pos % 128 == 0:
-                    self.notifier.ping(self.mono())
-                    self._first_pass_progress(pos, len(ordered))
         finally:
             self.index.end_pass()
         self.finish_batch()
