@@ -121,6 +121,10 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
         reason = f" ({doc['status_reason']})" if doc.get("status_reason") else ""
         state = paint(str(doc["status"]), printable(doc["status"]))
         print(f"{'status:':<18}{state}{printable(reason)}")
+        first = doc.get("first_pass")
+        if isinstance(first, dict) and doc["running"]:
+            seen, total = printable(first.get("seen")), printable(first.get("total"))
+            print(f"{'first pass:':<18}{seen} of {total} records (READY follows it)")
         print_identity(doc)
         for key in (
             "host",

@@ -42,6 +42,7 @@ from .replayguard import replay_conflicts
 from .report import StateReport
 from .runconfig import keep_running_config, running_copy_path
 from .states import BATCH_MAX, DISPATCHED_OUTCOMES, VERSION
+from .synthetic import SyntheticSweep
 from .verdicts import COUNTED_REASON, NO_SIG, FileSig, KnownFile, Outcome, judge_file, judge_replay
 from .watcher import Watcher
 
@@ -187,6 +188,7 @@ class Daemon:
         self.watcher = parts.watcher
         self.replays = parts.replays
         self.metrics = MetricsReport(config, self.report)
+        self.synthetic = SyntheticSweep(log, self.ledger)  # validate-handoff's leftovers
         self.closed = False
         self.last_pass = 0.0  # wall clock at the end of the last loop pass (metrics)
         self.last_poll = 0.0
@@ -243,6 +245,9 @@ class Daemon:
             for pos, name in enumerate(ordered):
                 if self.stop_requested:
                     break  # SIGTERM: the write in hand is done; the rest waits for the next start
+                if pos % 128 == 0:  # before this file: nothing of it is staged yet
+                    self.notifier.ping(self.mono())
+                    self._first_pass_progress(pos, len(ordered))
                 if pos % LOOKUP_CHUNK == 0:
                     self.index.prefetch(ordered[pos : pos + LOOKUP_CHUNK])
                 try:
@@ -253,9 +258,6 @@ class Daemon:
                     fault = fault or exc
                 if self.batch.full:
                     self.finish_batch()
-                if handled and handled % 128 == 0:
-                    self.notifier.ping(self.mono())
-                    self._extend_start(handled)
         finally:
             self.index.end_pass()
         self.finish_batch()
@@ -275,18 +277,23 @@ class Daemon:
         self.finish_batch()
         return self.consider(name, now)
 
-    def _extend_start(self, handled: int) -> None:
-        """Before READY (the first pass over a backlog), tell systemd the start is making
-        progress: EXTEND_TIMEOUT_USEC moves the start timeout START_EXTEND_SECONDS ahead,
-        at most once a second, so a big backlog cannot fail the unit."""
+    def _first_pass_progress(self, seen: int, total: int) -> None:
+        """Before READY (the first pass over a backlog), at most once a second: tell
+        systemd the start is making progress (EXTEND_TIMEOUT_USEC moves the start timeout
+        START_EXTEND_SECONDS ahead, so a big backlog cannot fail the unit), and rewrite
+        state.json with how far the pass is (`first_pass`, what `status` shows)."""
         mono = self.mono()
         if self.ready_sent or mono - self.last_extend < 1.0:
             return
         self.last_extend = mono
         usec = int(START_EXTEND_SECONDS * 1e6)
         self.notifier.send(
-            f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=first pass: {handled} records handled"
+            f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=first pass: {seen} of {total} records"
         )
+        self.finish_batch()  # state.json counts only what is durable
+        self.report.first_pass = (seen, total)
+        with contextlib.suppress(OSError):  # only a view: the write at READY is the one that counts
+            self.report.write(self.clock(), self.config, self.index, self.watcher.mode, force=True)
 
     def _note_remade(self) -> None:
         if self.batch.folder_remade():
@@ -625,6 +632,7 @@ class Daemon:
             # A write failure in the first pass (disk full) still ends in READY, reported
             # degraded: exiting would only run into the unit's start limit.
             self._guarded(self.scan)
+            self.report.first_pass = None
             self.report.set_status("running")
             self._guarded(lambda: self.write_state(force=True))
             self.ready_sent = True
@@ -672,6 +680,7 @@ class Daemon:
 
     def _after_ready(self) -> None:
         self.scan(full=True)
+        self.synthetic.sweep(self.config, self.clock())
         self.prune()
         self.answer_replays()
 
@@ -755,6 +764,7 @@ class Daemon:
                 self._writes_failing(problem)
                 return
             handled += self.scan(full=full)
+            self.synthetic.sweep(self.config, self.clock())
             if full:
                 self.prune()
                 self.approvals.sync()

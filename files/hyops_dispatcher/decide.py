@@ -20,7 +20,7 @@ from .record import (
     is_handoff,
     validate_record,
 )
-from .states import EXECUTION_MODE, SCHEMA_VERSION
+from .states import EXECUTION_MODE, SCHEMA_VERSION, SYNTHETIC_MAX_AGE_SECONDS
 
 
 def find_route(config: Config, decision_type: str) -> Tuple[Optional[Route], str]:
@@ -188,6 +188,12 @@ def decide(
             outcome="stale",
             reason=f"decision is {int(age)} s old, over max_record_age_seconds "
             f"{config.max_record_age_seconds:g}; use 'replay {decision_id}' to dispatch it",
+        )
+    if not force and is_handoff(decision_id) and age > SYNTHETIC_MAX_AGE_SECONDS:
+        return base._replace(
+            outcome="stale",
+            reason=f"synthetic handoff check {int(age)} s old, over "
+            f"{SYNTHETIC_MAX_AGE_SECONDS:g} s: its check is over, no request is written",
         )
     # Coalescing folds re-emissions of ONE outage; never into an earlier episode's request.
     # Replays and synthetic checks join no episode and supersede nothing.

@@ -77,6 +77,7 @@ CREATE INDEX IF NOT EXISTS approvals_open ON approvals(issued_at, dispatch_id)
     WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS approvals_supersedes ON approvals(supersedes)
     WHERE supersedes IS NOT NULL;
+CREATE INDEX IF NOT EXISTS approvals_synthetic ON approvals(dispatch_id) WHERE synthetic = 1;
 """
 
 # PRAGMA user_version of a ledger this code made or upgraded. 0: a ledger from before the
@@ -560,6 +561,14 @@ class Ledger:
             "UPDATE approvals SET state = 'approved' WHERE dispatch_id = ?",
             [(i,) for i in dispatch_ids],
         )
+
+    def approvals_synthetic_ids(self) -> List[str]:
+        """Dispatch ids of the synthetic (validate-handoff) rows; normally none."""
+        rows = self.db.execute(
+            "SELECT dispatch_id FROM approvals INDEXED BY approvals_synthetic "
+            "WHERE synthetic = 1 ORDER BY dispatch_id"
+        )
+        return [r[0] for r in rows]
 
     def approvals_drop(self, dispatch_ids: List[str]) -> None:
         self.db.executemany(

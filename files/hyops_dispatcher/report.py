@@ -114,6 +114,8 @@ class StateReport:
         self.requests_by_route: Dict[str, int] = {}
         # Fields other parts add to state.json (ApprovalBook.state_fields).
         self.extra: Dict[str, Any] = {}
+        # (files looked at, files to look at) while the first pass before READY runs.
+        self.first_pass: Optional[Tuple[int, int]] = None
 
     def restore(self, ledger: Ledger, rebuilt: bool) -> None:
         raw = ledger.meta_get("counters")
@@ -304,6 +306,9 @@ class StateReport:
             if self.last_recovered_at is None
             else iso_ts(self.last_recovered_at),
             "last_recovered_from": self.last_recovered_from[:300],
+            "first_pass": None
+            if self.first_pass is None
+            else {"seen": self.first_pass[0], "total": self.first_pass[1]},
             **self.extra,
         }
 
@@ -319,7 +324,8 @@ class StateReport:
             return
         if self.status not in ("stopping", "stopped"):
             usable = self.records_dir_ok and not self.write_problem
-            self.status = "running" if usable else "degraded"
+            busy = "starting" if self.first_pass is not None else "running"
+            self.status = busy if usable else "degraded"
         check_own_path(config.state_file)  # replaced by rename: refuse a FIFO left there
         write_file_durably(config.state_file, dump_json(self.doc(now, config, index, watcher)))
         self.last_write = mono_now

@@ -61,6 +61,9 @@ EXECUTION_PLANES = (
 TARGET_KINDS = ("blueprint", "module")
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 HANDOFF_PREFIX = "handoff-check-"
+# A synthetic (validate-handoff) request older than this is a check that is long over (a
+# killed one left it): the daemon removes it, and never writes one for an older record.
+SYNTHETIC_MAX_AGE_SECONDS = 3600.0
 
 # Ledger rows are committed at least every this many records during a burst.
 BATCH_MAX = 1024
