@@ -34,6 +34,7 @@ Shell:
 - runconfig: the running config's copy under state/ (read commands fall back to it)
 - metrics: the Prometheus textfile (pure render + writer)
 - inbox: replays asked of the running daemon
+- synthetic: removes validate-handoff's requests once they are over (record gone, an hour)
 - pipeline: read -> judge -> decide for one record file
 
 Edge:
@@ -63,6 +64,7 @@ LAYERS = {
         "runconfig",
         "metrics",
         "inbox",
+        "synthetic",
         "pipeline",
     ),
     "edge": ("daemon", "approve", "ctl", "handoff", "cli"),
