@@ -230,6 +230,8 @@ class Daemon:
         if names is not None:
             todo = [n for n in names if is_record_name(n)]
         else:
+            if full:
+                self.log.event("scan-started", level="DEBUG", reason="full stat scan")
             listed = self._safety_net(full, now)
             if listed is None:
                 return 0
@@ -258,6 +260,8 @@ class Daemon:
             self.index.end_pass()
         self.finish_batch()
         self._note_remade()
+        if full and names is None:
+            self.log.event("scan-finished", level="DEBUG", reason="full stat scan")
         if fault is not None:
             raise fault
         return handled
