@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -64,7 +63,8 @@ def test_a_record_is_dispatched_while_the_full_scan_runs(root: Root, spawn) -> N
     os.utime(edited, (old, old))
     os.utime(root.records, ns=(folder.st_atime_ns, folder.st_mtime_ns))
 
-    daemon = spawn(sys.executable, root, wrapper=[*SLOW_STAT, f"inject={STAT_CALLS}:delay_enter=1000"])
+    slow = [*SLOW_STAT, f"inject={STAT_CALLS}:delay_enter=1000"]
+    daemon = spawn(sys.executable, root, wrapper=slow)
     daemon.wait_ready(120)
     wait_for(lambda: ("scan-started", "") in events(root), 60, "the full scan after READY")
     root.drop("dec-new-0001.json", record("dec-new-0001"))
