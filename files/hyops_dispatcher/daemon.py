@@ -14,7 +14,7 @@ import signal
 import socket
 import sqlite3
 import time
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .approvals import ApprovalBook
 from .batch import Batch, WriteFailed
@@ -50,6 +50,10 @@ FULL_SCAN_SECONDS = 3600.0
 # A long pass (listing, full scan, retention prune, approvals resync) runs for at most
 # this long per loop iteration; the loop (events, watchdog, state) runs in between.
 SLICE_SECONDS = 0.02
+
+# A pass over at most this many names keeps the lstat results it ordered them by, for
+# consider() (one lstat per record instead of two); a bigger one keeps no object per name.
+LOOKED_MAX = 2048
 
 # While the first pass before READY progresses, each EXTEND_TIMEOUT_USEC asks systemd for
 # this much more start time (the unit's TimeoutStartSec is 60 s).
@@ -205,6 +209,8 @@ class Daemon:
         # loop iterations; a full scan asked while it runs follows it.
         self.sweep: Optional[Iterator[int]] = None
         self.full_wanted = False
+        # The lstat results of the names a small pass ordered (_oldest_first), used once.
+        self.looked: Dict[str, os.stat_result] = {}
 
     def wait(self, seconds: float) -> None:
         feed_and_sleep(self.notifier, self.mono, seconds)
@@ -249,8 +255,9 @@ class Daemon:
             todo = listed
         handled = 0
         fault: Optional[ReadFault] = None
-        ordered = self._oldest_first(todo)
         try:
+            self.log.hold()  # the lines of a batch go out together, before it is durable
+            ordered = self._oldest_first(todo)
             for pos, name in enumerate(ordered):
                 if self.stop_requested:
                     break  # SIGTERM: the write in hand is done; the rest waits for the next start
@@ -267,9 +274,11 @@ class Daemon:
                 if handled and handled % 128 == 0:
                     self.notifier.ping(self.mono())
                     self._extend_start(handled)
+            self.finish_batch()
         finally:
             self.index.end_pass()
-        self.finish_batch()
+            self.looked.clear()
+            self.log.release()
         self._note_remade()
         if fault is not None:
             raise fault
@@ -354,8 +363,9 @@ class Daemon:
         self.log.event("scan-finished", level="DEBUG", reason=kind)
 
     def advance_sweep(self) -> int:
-        """Run the sweep in progress for one slice (at most SLICE_SECONDS, then the loop
-        goes on: events, pings, state). Returns the records handled."""
+        """Run the sweep in progress for one slice (at most SLICE_SECONDS, less when an
+        inotify event waits; then the loop goes on: events, pings, state). Returns the
+        records handled."""
         if self.sweep is None:
             return 0
         handled = 0
@@ -363,7 +373,8 @@ class Daemon:
         try:
             while not self.stop_requested:
                 handled += next(self.sweep)
-                if self.mono() >= until:
+                # A record that came ends the slice early: it is dispatched first.
+                if self.mono() >= until or self.watcher.has_events():
                     return handled
         except StopIteration:
             pass
@@ -436,11 +447,17 @@ class Daemon:
         del names[kept:]
         packed: List[Any] = []
         shift = len(names).bit_length()
+        keep = len(names) <= LOOKED_MAX
+        folder = os.path.join(self.config.records_dir, "")
         for pos, name in enumerate(names):
             try:
-                mtime_ns = os.lstat(os.path.join(self.config.records_dir, name)).st_mtime_ns
+                st = os.lstat(folder + name)
             except OSError:
                 mtime_ns = 0  # gone, or consider() stats again and reports why
+            else:
+                mtime_ns = st.st_mtime_ns
+                if keep:
+                    self.looked[name] = st
             packed.append((max(mtime_ns, 0) << shift) | pos)
         packed.sort()
         mask = (1 << shift) - 1
@@ -450,9 +467,12 @@ class Daemon:
 
     def consider(self, name: str, now: float) -> int:
         """read -> judge -> decide -> apply for one name. Returns 1 if it was handled."""
-        path = os.path.join(self.config.records_dir, name)
+        path = os.path.join(self.config.records_dir, "") + name
         try:
-            sig = FileSig.of(os.lstat(path))
+            # The lstat of this pass's ordering, when it kept one: the file as it was a
+            # moment ago (the read checks it again, and a change after it is an event).
+            st = self.looked.pop(name, None)
+            sig = FileSig.of(st if st is not None else os.lstat(path))
         except FileNotFoundError:
             self.index.forget(name, now)
             return 0
@@ -535,6 +555,7 @@ class Daemon:
         self.report.emitted(decision)
 
     def finish_batch(self) -> None:
+        self.log.flush()
         if self.ledger.in_tx or len(self.batch.writes):
             self.batch.finish(self.report.meta())
 

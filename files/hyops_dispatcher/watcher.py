@@ -95,6 +95,13 @@ class Watcher:
             self.rewatch = True
         return names, overflow
 
+    def has_events(self) -> bool:
+        """inotify has events waiting (no wait, no read)."""
+        if self.inotify is None:
+            return False
+        ready, _, _ = select.select([self.inotify.fd], [], [], 0)
+        return bool(ready)
+
     def distrust_listing(self) -> None:
         """The next pass lists the folder whatever its mtime (after a failed write)."""
         self.dir_mtime_ns = None
