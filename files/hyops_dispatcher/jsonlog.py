@@ -23,6 +23,11 @@ from .states import LOG_LEVELS
 SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3}
 _PREFIX = {level: f"<{n}>".encode() for level, n in SYSLOG_PRIORITY.items()}
 
+# Lines held (JsonLog.hold) before they are written anyway: a pass over records that
+# make no request (unrouted, rejected) is never made durable mid-way, and its lines must
+# not pile up in memory.
+HOLD_LINES = 256
+
 # Built once (json.dumps with options builds an encoder per call); C encoder, ASCII.
 _LINE = json.JSONEncoder(ensure_ascii=True, default=str)
 
@@ -124,6 +129,8 @@ class JsonLog:
         line = (_LINE.encode(doc) + "\n").encode("ascii")
         if self.held is not None:
             self.held.append((level, line))
+            if len(self.held) >= HOLD_LINES:
+                self.flush()  # a pass that writes no request holds no more than this
             return
         self._write([(level, line)])
 
