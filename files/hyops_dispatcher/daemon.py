@@ -210,7 +210,7 @@ class Daemon:
         self.sweep: Optional[Iterator[int]] = None
         self.full_wanted = False
         # The lstat results of the names a small pass ordered (_oldest_first), used once.
-        self.looked: Dict[str, os.stat_result] = {}
+        self.looked: Dict[str, FileSig] = {}
 
     def wait(self, seconds: float) -> None:
         feed_and_sleep(self.notifier, self.mono, seconds)
@@ -457,7 +457,7 @@ class Daemon:
             else:
                 mtime_ns = st.st_mtime_ns
                 if keep:
-                    self.looked[name] = st
+                    self.looked[name] = FileSig.of(st)  # 5 ints, not a whole stat result
             packed.append((max(mtime_ns, 0) << shift) | pos)
         packed.sort()
         mask = (1 << shift) - 1
@@ -471,8 +471,7 @@ class Daemon:
         try:
             # The lstat of this pass's ordering, when it kept one: the file as it was a
             # moment ago (the read checks it again, and a change after it is an event).
-            st = self.looked.pop(name, None)
-            sig = FileSig.of(st if st is not None else os.lstat(path))
+            sig = self.looked.pop(name, None) or FileSig.of(os.lstat(path))
         except FileNotFoundError:
             self.index.forget(name, now)
             return 0
