@@ -413,7 +413,7 @@ def longest_block_inprocess(setup: Setup) -> dict[str, Any]:
     daemon.last_poll = daemon.mono()
     blocks = []
     t_all = time.perf_counter()
-    daemon.start_sweep(full=True)
+    daemon.start_sweep(full=True, upkeep=True)
     cpu = []
     while daemon.sweep is not None:
         w0, c0 = time.perf_counter(), time.process_time()

@@ -316,9 +316,10 @@ class Daemon:
             )
 
     # ---------------------------------------------------------------- sweeps
-    def start_sweep(self, full: bool, mtime_ns: Optional[int] = None) -> None:
-        """Start a long pass (the listing, or with `full` the stat of every file, then the
-        retention prune and the approvals resync) that advance_sweep runs in slices."""
+    def start_sweep(self, full: bool, mtime_ns: Optional[int] = None, upkeep: bool = False) -> None:
+        """Start a long pass (the listing, or with `full` the stat of every file; with
+        `upkeep`, the hourly one, then the retention prune and the approvals resync) that
+        advance_sweep runs in slices."""
         if self.sweep is not None:
             self.full_wanted = self.full_wanted or full
             return
@@ -327,9 +328,9 @@ class Daemon:
         self.full_wanted = False
         if full:  # the hourly timer counts from the start of a scan
             self.watcher.last_full_scan = self.mono()
-        self.sweep = self._sweep_steps(full, mtime_ns)
+        self.sweep = self._sweep_steps(full, mtime_ns, upkeep and full)
 
-    def _sweep_steps(self, full: bool, mtime_ns: int) -> Iterator[int]:
+    def _sweep_steps(self, full: bool, mtime_ns: int, upkeep: bool) -> Iterator[int]:
         """The steps of one sweep; each yields the records it handled (mostly none). The
         records folder is read as it is at each step: records that come meanwhile are
         handled by the loop (inotify) and are simply known when the sweep gets to them."""
@@ -349,7 +350,7 @@ class Daemon:
         # What changed is handled at the end, oldest first (coalescing follows decision
         # order), like a listing done in one go.
         yield self.scan(names=todo)
-        if full:
+        if upkeep:
             removed = 0
             for step in self.ledger.prune_steps(self.clock(), self.config.ledger_retention_seconds):
                 removed += step
@@ -383,7 +384,7 @@ class Daemon:
             raise
         self.sweep = None
         if self.full_wanted:
-            self.start_sweep(full=True)
+            self.start_sweep(full=True, upkeep=True)
         return handled
 
     def drop_sweep(self) -> None:
@@ -405,12 +406,13 @@ class Daemon:
         # A folder that failed stays suspect until it can be listed again; a chmod does not
         # change its mtime, so list it on every pass until then.
         recovering = not self.report.records_dir_ok
+        hourly = full  # the poll timer's full scan (not a lost watch's)
         if self.watcher.rearm_if_lost():
             full = True
         todo: List[str] = []
         if sliced and not recovering:
             if full or self.watcher.needs_listing(mtime_ns):
-                self.start_sweep(full, mtime_ns)
+                self.start_sweep(full, mtime_ns, upkeep=hourly)
         elif full or recovering or self.watcher.needs_listing(mtime_ns):
             try:
                 todo = self.watcher.changed_names(self.index, full or recovering, now)
@@ -765,7 +767,7 @@ class Daemon:
             os.close(wake_w)
 
     def _after_ready(self) -> None:
-        self.start_sweep(full=True)
+        self.start_sweep(full=True, upkeep=True)
         self.answer_replays()
 
     def _guarded(self, step: Callable[[], Any]) -> None:
