@@ -367,6 +367,96 @@ def bench_grow(
     return out
 
 
+def scan_probes(python: str, setup: Setup, script: Path, window: float, tag: str) -> dict:
+    """A daemon started on a root with a long history runs its full stat scan right
+    after READY: records dropped one at a time during `window` seconds after READY, and
+    the time until each one's request appears (the latency *during* the scan)."""
+    proc = Proc(python, setup, script=script)
+    proc.wait_ready()
+    watcher = Inotify(str(setup.requests))
+    latencies = []
+    t_end = time.monotonic() + window
+    i = 0
+    while time.monotonic() < t_end:
+        name = f"scan-{tag}-{i:04d}"
+        want = f"-{decision_hash(name)}.json"
+        t0 = time.perf_counter()
+        setup.drop(name, "cutover")
+        seen = False
+        while not seen:
+            ready, _, _ = select.select([watcher.fd], [], [], 30)
+            if not ready:
+                raise SystemExit(f"no request for {name} within 30 s")
+            names, _ = watcher.read()
+            seen = any(n.endswith(want) and not n.startswith(".") for n in names)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        i += 1
+        time.sleep(0.01)
+    watcher.close()
+    proc.stop()
+    return {
+        "probes": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(pct(latencies, 95), 2),
+        "max_ms": round(max(latencies), 2),
+    }
+
+
+def longest_block_inprocess(setup: Setup) -> dict[str, Any]:
+    """This checkout's loop, in-process: a full stat scan started as the loop starts it,
+    then loop iterations (_tick) until it is over; the longest iteration is the longest
+    time the loop was blocked by the scan (the prune and approvals resync included)."""
+    cfg = load_config(str(setup.config))
+    log = JsonLog(None, "INFO", cfg.log_max_bytes, 1, to_stderr=False)
+    daemon = start_daemon(cfg, log, use_inotify=True)
+    daemon.scan()
+    daemon.last_poll = daemon.mono()
+    blocks = []
+    t_all = time.perf_counter()
+    daemon.start_sweep(full=True, upkeep=True)
+    cpu = []
+    while daemon.sweep is not None:
+        w0, c0 = time.perf_counter(), time.process_time()
+        daemon._tick(False)
+        blocks.append((time.perf_counter() - w0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    total = (time.perf_counter() - t_all) * 1e3
+    daemon.stop()
+    return {
+        "slices": len(blocks),
+        "longest_ms": round(max(blocks), 2),
+        "longest_cpu_ms": round(max(cpu), 2),
+        "median_cpu_ms": round(statistics.median(cpu), 2),
+        "median_ms": round(statistics.median(blocks), 2),
+        "whole_scan_ms": round(total, 1),
+    }
+
+
+def bench_scan(python: str, top: Path, size: int, old: Path | None, runs: int) -> dict[str, Any]:
+    """--scan: the full stat scan at `size` handled records: the longest loop block
+    (in-process, this checkout) and the latency of records dropped during the scan, by
+    a real daemon of this build and of `old`, interleaved on the same root."""
+    setup, first = prepare_handled(python, top, size)
+    out: dict[str, Any] = {"handled": size, **first}
+    out["inprocess"] = longest_block_inprocess(setup)
+    print(f"  longest loop block during the full scan: {out['inprocess']}", flush=True)
+    builds = {"new": SCRIPT} if old is None else {"new": SCRIPT, "old": old}
+    seen: dict[str, list[dict[str, Any]]] = {b: [] for b in builds}
+    for r in range(runs):
+        order = list(builds) if r % 2 == 0 else list(builds)[::-1]
+        for build in order:
+            run = scan_probes(python, setup, builds[build], 3.0, f"{build}{r}")
+            seen[build].append(run)
+            print(f"  {build} #{r}: latency during the scan {run}", flush=True)
+    for build, rows in seen.items():
+        out[build] = {
+            k: round(statistics.median(r[k] for r in rows), 2) for k in ("p50_ms", "p95_ms")
+        }
+        out[build]["max_ms"] = max(r["max_ms"] for r in rows)
+        out[build]["all"] = rows
+    return out
+
+
 def prepare_handled(python: str, top: Path, count: int) -> tuple[Setup, dict[str, Any]]:
     """`count` records on a fresh root, then the first pass over them (`once`): its wall
     time and peak RSS (ru_maxrss from wait4, KiB)."""
@@ -489,6 +579,12 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=4, help="--ab: bursts per build")
     parser.add_argument(
+        "--scan",
+        action="store_true",
+        help="only the full stat scan at the largest --sizes: longest loop block, latency "
+        "during the scan (with --ab OLD: old and new interleaved, --runs each)",
+    )
+    parser.add_argument(
         "--grow",
         action="store_true",
         help="only RSS of one daemon handling 2k, 20k, 100k records itself (--sizes)",
@@ -512,6 +608,15 @@ def main() -> int:
         "mix": MIX,
         "tmp": str(top),
     }
+    if args.scan:
+        old = Path(args.ab).resolve() if args.ab else None
+        try:
+            results["scan"] = bench_scan(args.python, top, sizes[-1], old, args.runs)
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+        print(json.dumps({k: v for k, v in results["scan"].items() if k != "all"}, indent=1))
+        save(results)
+        return 0
     if args.grow:
         try:
             results["grow"] = bench_grow(args.python, top, sizes)

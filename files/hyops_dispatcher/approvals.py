@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .config import Config
 from .fsio import read_json_quiet
@@ -161,6 +161,12 @@ class ApprovalBook:
 
     def sync(self) -> None:
         """Rows for request files the table lacks; rows of files gone are dropped."""
+        for _ in self.sync_steps():
+            pass
+
+    def sync_steps(self) -> Iterator[None]:
+        """sync() in steps: yields after each LOOKUP_CHUNK requests, their rows committed
+        (the loop may run a pass, with its own transaction, in between)."""
         seen = 0
         try:
             with os.scandir(self.config.requests_dir) as entries:
@@ -171,10 +177,14 @@ class ApprovalBook:
                         if len(chunk) >= LOOKUP_CHUNK:
                             seen += self._index(chunk)
                             chunk = []
+                            self.ledger.commit()
+                            yield
                 seen += self._index(chunk)
         except FileNotFoundError:
             pass
         self.ledger.commit()
+        # A row added meanwhile (a request of a pass between steps) that the listing did
+        # not return only costs a look for rows of gone files.
         if self.ledger.approvals_count() > seen:
             self._drop_gone(open_only=False)
         self.dirty = True

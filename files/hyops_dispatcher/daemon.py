@@ -14,7 +14,7 @@ import signal
 import socket
 import sqlite3
 import time
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .approvals import ApprovalBook
 from .batch import Batch, WriteFailed
@@ -49,6 +49,14 @@ from .watcher import Watcher
 # Full stat scan of the records folder as a belt-and-braces check for in-place edits of
 # already handled files that no inotify event reported.
 FULL_SCAN_SECONDS = 3600.0
+
+# A long pass (listing, full scan, retention prune, approvals resync) runs for at most
+# this long per loop iteration; the loop (events, watchdog, state) runs in between.
+SLICE_SECONDS = 0.02
+
+# A pass over at most this many names keeps the lstat results it ordered them by, for
+# consider() (one lstat per record instead of two); a bigger one keeps no object per name.
+LOOKED_MAX = 2048
 
 # While the first pass before READY progresses, each EXTEND_TIMEOUT_USEC asks systemd for
 # this much more start time (the unit's TimeoutStartSec is 60 s).
@@ -201,6 +209,12 @@ class Daemon:
         self.poll_requested = False
         self.ready_sent = False  # until READY, a first pass that progresses extends the start
         self.last_extend = -START_EXTEND_SECONDS
+        # The long pass in progress (a listing or the full scan), run in slices between
+        # loop iterations; a full scan asked while it runs follows it.
+        self.sweep: Optional[Iterator[int]] = None
+        self.full_wanted = False
+        # The lstat results of the names a small pass ordered (_oldest_first), used once.
+        self.looked: Dict[str, FileSig] = {}
 
     def wait(self, seconds: float) -> None:
         feed_and_sleep(self.notifier, self.mono, seconds)
@@ -211,6 +225,7 @@ class Daemon:
             return
         self.closed = True
         try:
+            self.drop_sweep()
             self.finish_batch()
             if not self.batch.failed:
                 self.ledger.begin()
@@ -227,21 +242,26 @@ class Daemon:
             self.lock_fd = None
 
     # ---------------------------------------------------------------- passes
-    def scan(self, full: bool = False, names: Optional[Iterable[str]] = None) -> int:
+    def scan(
+        self, full: bool = False, names: Optional[Iterable[str]] = None, sliced: bool = False
+    ) -> int:
         """One pass. `names`: only these (inotify); `full`: stat every file; else the cheap
-        safety net (folder mtime, listing only when it changed, pending files due)."""
+        safety net (folder mtime, listing only when it changed, pending files due).
+        `sliced` (the loop's passes): a listing or a full scan is started as a sweep, run
+        in slices between loop iterations (advance_sweep), instead of in this pass."""
         now = self.clock()
         if names is not None:
             todo = [n for n in names if is_record_name(n)]
         else:
-            listed = self._safety_net(full, now)
+            listed = self._safety_net(full, now, sliced)
             if listed is None:
                 return 0
             todo = listed
         handled = 0
         fault: Optional[ReadFault] = None
-        ordered = self._oldest_first(todo)
         try:
+            self.log.hold()  # the lines of a batch go out together, before it is durable
+            ordered = self._oldest_first(todo)
             for pos, name in enumerate(ordered):
                 if self.stop_requested:
                     break  # SIGTERM: the write in hand is done; the rest waits for the next start
@@ -258,9 +278,11 @@ class Daemon:
                     fault = fault or exc
                 if self.batch.full:
                     self.finish_batch()
+            self.finish_batch()
         finally:
             self.index.end_pass()
-        self.finish_batch()
+            self.looked.clear()
+            self.log.release()
         self._note_remade()
         if fault is not None:
             raise fault
@@ -302,9 +324,88 @@ class Daemon:
                 level="WARNING",
             )
 
-    def _safety_net(self, full: bool, now: float) -> Optional[List[str]]:
+    # ---------------------------------------------------------------- sweeps
+    def start_sweep(self, full: bool, mtime_ns: Optional[int] = None, upkeep: bool = False) -> None:
+        """Start a long pass (the listing, or with `full` the stat of every file; with
+        `upkeep`, the hourly one, then the retention prune and the approvals resync) that
+        advance_sweep runs in slices."""
+        if self.sweep is not None:
+            self.full_wanted = self.full_wanted or full
+            return
+        if mtime_ns is None:
+            mtime_ns = self.watcher.folder_mtime_ns()
+        self.full_wanted = False
+        if full:  # the hourly timer counts from the start of a scan
+            self.watcher.last_full_scan = self.mono()
+        self.sweep = self._sweep_steps(full, mtime_ns, upkeep and full)
+
+    def _sweep_steps(self, full: bool, mtime_ns: int, upkeep: bool) -> Iterator[int]:
+        """The steps of one sweep; each yields the records it handled (mostly none). The
+        records folder is read as it is at each step: records that come meanwhile are
+        handled by the loop (inotify) and are simply known when the sweep gets to them."""
+        kind = "full stat scan" if full else "listing"
+        self.log.event("scan-started", level="DEBUG", reason=kind)
+        started = self.mono()
+        todo: List[str] = []
+        try:
+            for _ in self.watcher.sweep(self.index, full, self.clock(), todo):
+                yield 0
+        except OSError as exc:
+            self.report.folder_problem(
+                f"cannot list records folder: {exc}", self.config.records_dir
+            )
+            return
+        self.watcher.listed(mtime_ns, full, started)
+        # What changed is handled at the end, oldest first (coalescing follows decision
+        # order), like a listing done in one go.
+        yield self.scan(names=todo)
+        if upkeep:
+            removed = 0
+            for step in self.ledger.prune_steps(self.clock(), self.config.ledger_retention_seconds):
+                removed += step
+                yield 0
+            if removed:
+                self.log.event("pruned", level="DEBUG", reason=f"pruned {removed} ledger rows")
+            for _ in self.approvals.sync_steps():
+                yield 0
+        self.ledger.shrink()  # a long pass: its scratch memory goes back
+        release_free_memory()
+        self.log.event("scan-finished", level="DEBUG", reason=kind)
+
+    def advance_sweep(self) -> int:
+        """Run the sweep in progress for one slice (at most SLICE_SECONDS, less when an
+        inotify event waits; then the loop goes on: events, pings, state). Returns the
+        records handled."""
+        if self.sweep is None:
+            return 0
+        handled = 0
+        until = self.mono() + SLICE_SECONDS
+        try:
+            while not self.stop_requested:
+                handled += next(self.sweep)
+                # A record that came ends the slice early: it is dispatched first.
+                if self.mono() >= until or self.watcher.has_events():
+                    return handled
+        except StopIteration:
+            pass
+        except BaseException:
+            self.sweep = None  # a failed step ends the sweep; the retry lists again
+            raise
+        self.sweep = None
+        if self.full_wanted:
+            self.start_sweep(full=True, upkeep=True)
+        return handled
+
+    def drop_sweep(self) -> None:
+        if self.sweep is not None:
+            self.sweep.close()
+            self.sweep = None
+
+    def _safety_net(self, full: bool, now: float, sliced: bool = False) -> Optional[List[str]]:
         """Names the poll-timer pass looks at: the listing (when the folder changed, or
-        `full`) plus the pending and rejected files. None: the folder is unusable."""
+        `full`) plus the pending and rejected files. None: the folder is unusable.
+        `sliced`: the listing becomes a sweep (none starts while one runs; a full scan
+        asked meanwhile follows it)."""
         records_dir = self.config.records_dir
         try:
             mtime_ns = self.watcher.folder_mtime_ns()
@@ -314,10 +415,14 @@ class Daemon:
         # A folder that failed stays suspect until it can be listed again; a chmod does not
         # change its mtime, so list it on every pass until then.
         recovering = not self.report.records_dir_ok
+        hourly = full  # the poll timer's full scan (not a lost watch's)
         if self.watcher.rearm_if_lost():
             full = True
         todo: List[str] = []
-        if full or recovering or self.watcher.needs_listing(mtime_ns):
+        if sliced and not recovering:
+            if full or self.watcher.needs_listing(mtime_ns):
+                self.start_sweep(full, mtime_ns, upkeep=hourly)
+        elif full or recovering or self.watcher.needs_listing(mtime_ns):
             try:
                 todo = self.watcher.changed_names(self.index, full or recovering, now)
             except OSError as exc:
@@ -353,11 +458,17 @@ class Daemon:
         del names[kept:]
         packed: List[Any] = []
         shift = len(names).bit_length()
+        keep = len(names) <= LOOKED_MAX
+        folder = os.path.join(self.config.records_dir, "")
         for pos, name in enumerate(names):
             try:
-                mtime_ns = os.lstat(os.path.join(self.config.records_dir, name)).st_mtime_ns
+                st = os.lstat(folder + name)
             except OSError:
                 mtime_ns = 0  # gone, or consider() stats again and reports why
+            else:
+                mtime_ns = st.st_mtime_ns
+                if keep:
+                    self.looked[name] = FileSig.of(st)  # 5 ints, not a whole stat result
             packed.append((max(mtime_ns, 0) << shift) | pos)
         packed.sort()
         mask = (1 << shift) - 1
@@ -367,9 +478,11 @@ class Daemon:
 
     def consider(self, name: str, now: float) -> int:
         """read -> judge -> decide -> apply for one name. Returns 1 if it was handled."""
-        path = os.path.join(self.config.records_dir, name)
+        path = os.path.join(self.config.records_dir, "") + name
         try:
-            sig = FileSig.of(os.lstat(path))
+            # The lstat of this pass's ordering, when it kept one: the file as it was a
+            # moment ago (the read checks it again, and a change after it is an event).
+            sig = self.looked.pop(name, None) or FileSig.of(os.lstat(path))
         except FileNotFoundError:
             self.index.forget(name, now)
             return 0
@@ -452,13 +565,14 @@ class Daemon:
         self.report.emitted(decision)
 
     def finish_batch(self) -> None:
+        self.log.flush()
         if self.ledger.in_tx or len(self.batch.writes):
             self.batch.finish(self.report.meta())
 
     def prune(self) -> None:
-        self.ledger.begin()
+        """The retention prune in one go (`once`); the loop's runs in its sweep."""
+        self.finish_batch()
         removed = self.ledger.prune(self.clock(), self.config.ledger_retention_seconds)
-        self.ledger.commit()
         if removed:
             self.log.event("pruned", level="DEBUG", reason=f"pruned {removed} ledger rows")
 
@@ -679,9 +793,8 @@ class Daemon:
             os.close(wake_w)
 
     def _after_ready(self) -> None:
-        self.scan(full=True)
+        self.start_sweep(full=True, upkeep=True)
         self.synthetic.sweep(self.config, self.clock())
-        self.prune()
         self.answer_replays()
 
     def _guarded(self, step: Callable[[], Any]) -> None:
@@ -718,6 +831,7 @@ class Daemon:
         if problem is not None:
             self._writes_failing(problem)
             return
+        self.drop_sweep()  # the retry stats every file in one go
         self.batch.recover(self.log, self.clock())
         self.report.rewind(self.ledger)
         self.index.load()
@@ -746,10 +860,10 @@ class Daemon:
             return
         if inotify_ready and self.watcher.inotify is not None:
             names, overflow = self.watcher.drain()
-            if overflow:
-                handled += self.scan(full=True)
-            elif names:
+            if names:
                 handled += self.scan(names=names)
+            if overflow:  # events were lost: every file is stat'ed (in slices)
+                self.start_sweep(full=True)
         retry = self.index.next_retry()
         # A deadline further away than a settle wait: the wall clock stepped back.
         pending_due = retry is not None and not 0 < retry - now <= self._settle_horizon()
@@ -763,13 +877,11 @@ class Daemon:
             if problem is not None:
                 self._writes_failing(problem)
                 return
-            handled += self.scan(full=full)
+            handled += self.scan(full=full, sliced=True)
             self.synthetic.sweep(self.config, self.clock())
-            if full:
-                self.prune()
-                self.approvals.sync()
             self.answer_replays()
-        if full or handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
+        handled += self.advance_sweep()
+        if handled >= BATCH_MAX:  # a big pass: its scratch memory goes back
             self.ledger.shrink()
             release_free_memory()
         self.approvals.tick(self.clock())
@@ -780,6 +892,8 @@ class Daemon:
         return self.config.settle_seconds + 1.0
 
     def _next_timeout(self) -> float:
+        if self.sweep is not None:
+            return 0.0  # the next slice, once the events that came are handled
         mono = self.mono()
         heartbeat = self.config.heartbeat_seconds
         deadlines = [

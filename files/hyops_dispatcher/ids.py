@@ -1,7 +1,7 @@
 """UTC time stamps and identifiers: ISO 8601 parsing, compact stamps, the decision hash and
 the dispatch id derived from a decision (never from "now" or randomness).
 
-Invariant: pure (only `now_iso` reads the clock; the two one-entry memos change no
+Invariant: pure (only `now_iso` reads the clock; the bounded memos change no
 answer); the same decision always gives the same dispatch id; imports nothing of the
 package.
 """
@@ -31,21 +31,27 @@ ISO_RE = re.compile(
 )
 
 
-# The last text parsed and the last epoch formatted, with their answers: a pass stamps
-# every request with the same "now", and each request's stamp is read back for the
-# approvals table (one entry each: a cache that cannot grow).
-_LAST_PARSED: list = ["", None]
-_LAST_FORMATTED: list = [None, ""]
+# Small memos of the texts parsed and the epochs formatted, with their answers: a pass
+# stamps every request with the same "now" (and the same expiry), and each request's
+# stamps are read back for the approvals table. Bounded: emptied when MEMO_MAX is reached.
+MEMO_MAX = 16
+_PARSED: dict = {}
+_FORMATTED: dict = {}
+_COMPACT: dict = {}
 
 
 def parse_iso_utc(text: Any) -> Optional[float]:
     """Epoch seconds of an ISO 8601 timestamp (naive means UTC); None when unparsable."""
     if not isinstance(text, str):
         return None
-    if text == _LAST_PARSED[0]:
-        return _LAST_PARSED[1]
+    try:
+        return _PARSED[text]
+    except KeyError:
+        pass
     epoch = _parse_iso_utc(text)
-    _LAST_PARSED[:] = [text, epoch]
+    if len(_PARSED) >= MEMO_MAX:
+        _PARSED.clear()
+    _PARSED[text] = epoch
     return epoch
 
 
@@ -82,16 +88,41 @@ def compact_ts(epoch: float) -> str:
 
 
 def iso_ts(epoch: float) -> str:
-    if epoch == _LAST_FORMATTED[0]:
-        return _LAST_FORMATTED[1]
+    try:
+        return _FORMATTED[epoch]
+    except KeyError:
+        pass
     text = datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
-    _LAST_FORMATTED[:] = [epoch, text]
+    if len(_FORMATTED) >= MEMO_MAX:
+        _FORMATTED.clear()
+    _FORMATTED[epoch] = text
     return text
 
 
 def compact_to_epoch(text: str) -> float:
-    dt = datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    """Epoch of a compact stamp YYYYMMDDTHHMMSSZ (ValueError when it names no instant)."""
+    try:
+        return _COMPACT[text]
+    except KeyError:
+        pass
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z" or not text[:8].isdigit():
+        raise ValueError(f"not a compact stamp: {text!r}")
+    if not text[9:15].isdigit():
+        raise ValueError(f"not a compact stamp: {text!r}")
+    dt = datetime(
+        int(text[0:4]),
+        int(text[4:6]),
+        int(text[6:8]),
+        int(text[9:11]),
+        int(text[11:13]),
+        int(text[13:15]),
+        tzinfo=timezone.utc,
+    )
+    epoch = dt.timestamp()
+    if len(_COMPACT) >= MEMO_MAX:
+        _COMPACT.clear()
+    _COMPACT[text] = epoch
+    return epoch
 
 
 def dispatch_id_epoch(dispatch_id: Any) -> Optional[float]:
@@ -114,4 +145,5 @@ def make_dispatch_id(epoch: float, decision_type: str, decision_id: str) -> str:
 
 
 def now_iso() -> str:
-    return iso_ts(time.time())
+    # Not through iso_ts's memo: a clock reading is never asked for twice.
+    return datetime.fromtimestamp(time.time(), tz=timezone.utc).isoformat()

@@ -29,6 +29,7 @@ class FileIndex:
         self.ledger = ledger
         self.watched: Dict[str, KnownFile] = {}  # pending files only
         self.tracked = 0  # files present and known (state.json tracked_files)
+        self.changes = 0  # files that came or went (a sliced listing compares it)
         self._next_retry: Optional[float] = None
         self._retry_known = True  # _next_retry is up to date with `watched`
         self.rejected_cursor = 0  # rowid after which the next slice of rejected files starts
@@ -85,6 +86,7 @@ class FileIndex:
         )
         if known is None or known.gone:
             self.tracked += 1
+            self.changes += 1
         else:
             self._count(known.outcome, -1)
         self._count(outcome.outcome, +1)
@@ -107,6 +109,7 @@ class FileIndex:
         self.ledger.begin()
         if self.ledger.mark_gone(name, now):
             self.tracked -= 1
+            self.changes += 1
             self._count(known.outcome, -1)
 
     def pending_count(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Optional, TextIO
+from typing import Any, List, Optional, TextIO, Tuple
 
 from .config import Config
 from .fsio import open_own_file
@@ -22,6 +22,11 @@ from .states import LOG_LEVELS
 # priority (SyslogLevelPrefix=yes, the default), so `journalctl -p warning` shows them.
 SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3}
 _PREFIX = {level: f"<{n}>".encode() for level, n in SYSLOG_PRIORITY.items()}
+
+# Lines held (JsonLog.hold) before they are written anyway: a pass over records that
+# make no request (unrouted, rejected) is never made durable mid-way, and its lines must
+# not pile up in memory.
+HOLD_LINES = 256
 
 # Built once (json.dumps with options builds an encoder per call); C encoder, ASCII.
 _LINE = json.JSONEncoder(ensure_ascii=True, default=str)
@@ -37,6 +42,13 @@ def journal_stream() -> bool:
         return st.st_dev == int(dev) and st.st_ino == int(ino)
     except (OSError, ValueError):
         return False
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a signal may cut a long write short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class JournalLines:
@@ -78,6 +90,7 @@ class JsonLog:
         self.to_stderr = to_stderr
         self.fd: Optional[int] = None
         self.size = 0
+        self.held: Optional[List[Tuple[str, bytes]]] = None  # lines kept until flush()
         self.journal = to_stderr and journal_stream()
         if path:
             self._open()
@@ -114,12 +127,51 @@ class JsonLog:
             if value is not None:
                 doc[key] = value
         line = (_LINE.encode(doc) + "\n").encode("ascii")
+        if self.held is not None:
+            self.held.append((level, line))
+            if len(self.held) >= HOLD_LINES:
+                self.flush()  # a pass that writes no request holds no more than this
+            return
+        self._write([(level, line)])
+
+    def hold(self) -> None:
+        """Keep the lines of the events that follow until flush(): a pass writes the
+        lines of a batch with one write per stream instead of two per record."""
+        if self.held is None:
+            self.held = []
+
+    def flush(self) -> None:
+        """Write the lines held so far (whole lines, in order); holding goes on."""
+        if self.held:
+            lines, self.held = self.held, []
+            self._write(lines)
+
+    def release(self) -> None:
+        """flush(), then write each line as it comes again."""
+        self.flush()
+        self.held = None
+
+    def _write(self, lines: List[Tuple[str, bytes]]) -> None:
         if self.fd is not None:
             try:
-                if self.size + len(line) > self.max_bytes and self.size > 0:
-                    self._rotate()
-                os.write(self.fd, line)
-                self.size += len(line)
+                # Rotation as if the lines came one by one: a file goes over max_bytes
+                # only by a line, never by a batch.
+                piece: List[bytes] = []
+                piece_size = 0
+                for _level, line in lines:
+                    if self.size + piece_size + len(line) > self.max_bytes and (
+                        self.size + piece_size > 0
+                    ):
+                        if piece:
+                            write_all(self.fd, b"".join(piece))
+                            self.size += piece_size
+                            piece, piece_size = [], 0
+                        self._rotate()
+                    piece.append(line)
+                    piece_size += len(line)
+                if piece:
+                    write_all(self.fd, b"".join(piece))
+                    self.size += piece_size
             except OSError as exc:
                 # The log must never stop the daemon; the journal still gets the line.
                 failed = {
@@ -128,15 +180,17 @@ class JsonLog:
                     "event": "error",
                     "reason": f"log write failed: {exc}",
                 }
-                self._stderr("ERROR", (_LINE.encode(failed) + "\n").encode("ascii"))
+                self._stderr([("ERROR", (_LINE.encode(failed) + "\n").encode("ascii"))])
         if self.to_stderr:
-            self._stderr(level, line)
+            self._stderr(lines)
 
-    def _stderr(self, level: str, line: bytes) -> None:
+    def _stderr(self, lines: List[Tuple[str, bytes]]) -> None:
         if self.journal:
-            line = _PREFIX.get(level, b"<6>") + line
+            data = b"".join(_PREFIX.get(level, b"<6>") + line for level, line in lines)
+        else:
+            data = b"".join(line for _level, line in lines)
         with contextlib.suppress(OSError, ValueError):
-            os.write(2, line)
+            write_all(2, data)
 
     def close(self) -> None:
         if self.fd is not None:

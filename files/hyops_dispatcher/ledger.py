@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from .fsio import UnsafeFile, check_own_path, open_own_file
 from .ids import compact_ts
@@ -99,6 +99,9 @@ LEDGER_CACHE_KIB = 2048
 
 # Names looked up per query when a listing is compared with the ledger.
 LOOKUP_CHUNK = 500
+
+# Rows (a rowid range) the retention prune looks at per step.
+PRUNE_ROWS = 20000
 
 
 class LedgerCorrupt(sqlite3.DatabaseError):
@@ -502,19 +505,34 @@ class Ledger:
 
     def prune(self, now: float, retention: float) -> int:
         """Forget files that are gone and older than the retention, then decisions no file
-        refers to any more (a re-dropped record keeps its decision alive)."""
+        refers to any more (a re-dropped record keeps its decision alive). In one go."""
+        return sum(self.prune_steps(now, retention))
+
+    def prune_steps(self, now: float, retention: float) -> Iterator[int]:
+        """prune() one rowid range (PRUNE_ROWS rows) per step, each step in its own
+        transaction: yields the rows removed by the step, so a long table is pruned in
+        short pieces with the loop running between them."""
         cutoff = now - retention
-        cur = self.db.execute(
-            "DELETE FROM files WHERE gone_at IS NOT NULL AND gone_at < ? AND handled_at < ?",
-            (cutoff, cutoff),
-        )
-        removed = cur.rowcount
-        cur = self.db.execute(
-            "DELETE FROM decisions WHERE handled_at < ? AND NOT EXISTS "
-            "(SELECT 1 FROM files WHERE files.decision_id = decisions.decision_id)",
-            (cutoff,),
-        )
-        return removed + cur.rowcount
+        for table, sql in (
+            (
+                "files",
+                "DELETE FROM files WHERE rowid > ? AND rowid <= ? AND gone_at IS NOT NULL "
+                "AND gone_at < ? AND handled_at < ?",
+            ),
+            (
+                "decisions",
+                "DELETE FROM decisions WHERE rowid > ? AND rowid <= ? AND handled_at < ? "
+                "AND NOT EXISTS "
+                "(SELECT 1 FROM files WHERE files.decision_id = decisions.decision_id)",
+            ),
+        ):
+            top = self.db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
+            for low in range(0, top, PRUNE_ROWS):
+                args = (low, low + PRUNE_ROWS, cutoff) + ((cutoff,) if table == "files" else ())
+                self.begin()
+                removed = self.db.execute(sql, args).rowcount
+                self.commit()
+                yield removed
 
     # --- the approvals table (approvals.ApprovalBook)
     def approvals_known(self, dispatch_ids: List[str]) -> set:

@@ -52,7 +52,9 @@ def parse_record(data: bytes) -> dict:
         raise RecordRejected(f"not UTF-8 text ({exc.reason} at byte {exc.start})", True) from None
     if not text.strip():
         raise RecordRejected("empty file", True)
-    depth = json_depth(text)
+    # Fewer opening brackets than the cap cannot nest deeper (the common case: no scan).
+    opening = text.count("[") + text.count("{")
+    depth = json_depth(text) if opening > RECORD_DEPTH_MAX else opening
     if depth > RECORD_DEPTH_MAX:
         # Refused before the parser sees it: the same verdict on every Python version.
         raise RecordRejected(f"JSON nested {depth} levels deep, over {RECORD_DEPTH_MAX}")

@@ -11,7 +11,7 @@ import os
 import select
 import stat
 import time
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from .index import FileIndex
 from .inotify import Inotify
@@ -95,6 +95,13 @@ class Watcher:
             self.rewatch = True
         return names, overflow
 
+    def has_events(self) -> bool:
+        """inotify has events waiting (no wait, no read)."""
+        if self.inotify is None:
+            return False
+        ready, _, _ = select.select([self.inotify.fd], [], [], 0)
+        return bool(ready)
+
     def distrust_listing(self) -> None:
         """The next pass lists the folder whatever its mtime (after a failed write)."""
         self.dir_mtime_ns = None
@@ -129,9 +136,21 @@ class Watcher:
     def changed_names(self, index: FileIndex, with_stat: bool, now: float) -> List[str]:
         """Names that need a look: new, replaced (other inode), or (with_stat) changed.
         Files the index has but the folder no longer holds are marked gone. Raises
-        OSError when the folder cannot be listed."""
+        OSError when the folder cannot be listed. In one go (see sweep)."""
         todo: List[str] = []
+        for _ in self.sweep(index, with_stat, now, todo):
+            pass
+        return todo
+
+    def sweep(
+        self, index: FileIndex, with_stat: bool, now: float, todo: List[str]
+    ) -> Iterator[None]:
+        """changed_names in steps: yields after each LOOKUP_CHUNK names compared (and each
+        chunk of the gone check), so the loop can run between them; `todo` fills up. The
+        index may change between steps (records handled meanwhile): then the gone check
+        looks at every indexed name, since the counts no longer tell."""
         seen_known = 0
+        changes = index.changes
         chunk: List[os.DirEntry] = []
         with os.scandir(self.records_dir) as entries:
             for entry in entries:
@@ -140,12 +159,13 @@ class Watcher:
                     if len(chunk) >= LOOKUP_CHUNK:
                         seen_known += self._compare(chunk, index, with_stat, todo)
                         chunk = []
+                        yield
         if chunk:
             seen_known += self._compare(chunk, index, with_stat, todo)
         missing = index.ledger.live_count() - seen_known
-        if missing > 0:
-            self._mark_gone(index, missing, now)
-        return todo
+        every = index.changes != changes
+        if missing > 0 or every:
+            yield from self._mark_gone(index, missing, every, now)
 
     @staticmethod
     def _compare(
@@ -175,11 +195,12 @@ class Watcher:
                 todo.append(entry.name)
         return len(sigs)
 
-    def _mark_gone(self, index: FileIndex, missing: int, now: float) -> None:
+    def _mark_gone(self, index: FileIndex, missing: int, every: bool, now: float) -> Iterator[None]:
         """`missing` indexed files are no longer in the folder: find them (rare: the
-        decision service never prunes; inotify usually reported them already)."""
+        decision service never prunes; inotify usually reported them already). `every`:
+        look at every indexed name. Yields after each chunk."""
         after = ""
-        while missing > 0:
+        while missing > 0 or every:
             names = index.ledger.live_names_after(after)
             if not names:
                 return
@@ -189,3 +210,4 @@ class Watcher:
                 if not os.path.lexists(os.path.join(self.records_dir, name)):
                     index.forget(name, now)
                     missing -= 1
+            yield
