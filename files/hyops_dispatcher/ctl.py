@@ -139,8 +139,12 @@ def cmd_status(config: Config, as_json: bool, disk_problem: Optional[str] = None
             if key in doc:
                 print(f"{key + ':':<18}{printable(doc[key])}")
         print_last_error(doc)
-        for key, value in sorted((doc.get("counters") or {}).items()):
-            print(f"  {printable(key) + ':':<16}{printable(value)}")
+        counters = sorted(
+            (printable(k), printable(v)) for k, v in (doc.get("counters") or {}).items()
+        )
+        width = max([16] + [len(k) + 2 for k, _ in counters])
+        for key, value in counters:
+            print(f"  {key + ':':<{width}}{value}")
         print_approvals(doc)
     return status_exit(doc, readable)
 

@@ -60,6 +60,11 @@ def test_status_says_and_n_more(root: Root, tmp_path, spawn) -> None:
     text = cli(PY, root, "status").stdout
     assert "and 2 more" in text, text
     assert not re.search(r"age \d+\.\d s", text), text
+    # every counter's value stands apart from its name, in one column
+    counters = [ln for ln in text.splitlines() if re.match(r"^  [a-z_]+:", ln)]
+    assert "coalesced_after_approval" in " ".join(counters), text
+    assert all(re.match(r"^  [a-z_]+: +\d+$", ln) for ln in counters), counters
+    assert len({ln.index(ln.split()[1]) for ln in counters}) == 1, counters
     assert daemon.stop() == 0
 
 
