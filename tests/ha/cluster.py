@@ -179,7 +179,7 @@ class Cluster:
         if self.state(container) == "paused":
             podman("kill", container)
         nets = podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", container)
-        if self.network not in json.loads(nets.stdout or "{}"):
+        if self.network not in (json.loads(nets.stdout or "null") or {}):  # null: cut off
             podman("network", "connect", "--ip", self.ips[node], self.network, container)
         podman("start", container)
         self.wait_booted(node)
