@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,8 +118,9 @@ def converge(cluster: Cluster, workdir: Path) -> subprocess.CompletedProcess[str
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1")
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".venv" / "collections"))
     env["ANSIBLE_PIPELINING"] = "True"  # no podman cp per task: the converge takes half as long
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")  # the venv's, unactivated
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(Path(__file__).parent / "converge.yml")],
+        [playbook, "-i", str(inventory), str(Path(__file__).parent / "converge.yml")],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
 
