@@ -35,7 +35,8 @@ molecule: venv promtool
 	@bash scripts/run-molecule.sh
 
 # The real module, through hyops, against a podman systemd test host (tests/runner), and
-# the role in cluster mode on the HA test-host image (tests/ha).
+# on the HA test-host image (tests/ha): the role in cluster mode, then a two-node
+# Pacemaker cluster with fencing and failover (about 5 minutes).
 e2e: venv promtool
 	pytest -q -m e2e tests/runner tests/ha
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,8 +93,10 @@ def converge(tmp_path: Path, node: str, active: str = "") -> subprocess.Complete
     )
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1")
     env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "yaml"
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".venv" / "collections"))
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")  # the venv's, unactivated
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(Path(__file__).parent / "converge.yml")],
+        [playbook, "-i", str(inventory), str(Path(__file__).parent / "converge.yml")],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
 
