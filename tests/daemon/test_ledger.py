@@ -61,3 +61,14 @@ def test_the_approval_counts_never_read_the_whole_table(tmp_path: Path) -> None:
     plan = [row[-1] for row in ledger.db.execute("EXPLAIN QUERY PLAN " + closed)]
     assert plan and all("COVERING INDEX approvals_counted" in step for step in plan), plan
     ledger.db.close()
+
+
+def test_the_next_expiry_is_one_index_step(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"))
+    statements: list[str] = []
+    ledger.db.set_trace_callback(statements.append)
+    ledger.approvals_next_expiry(0.0)
+    ledger.db.set_trace_callback(None)
+    plan = [row[-1] for row in ledger.db.execute("EXPLAIN QUERY PLAN " + statements[-1])]
+    assert plan and all("INDEX approvals_open_expiry (expires_at>?)" in p for p in plan), plan
+    ledger.db.close()
