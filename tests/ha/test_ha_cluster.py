@@ -14,7 +14,6 @@ lines (bench/README.md quotes the median of the 3 rounds).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -28,23 +27,15 @@ import pytest
 from . import chain_stubs
 from .chain_outcome import Outcome
 from .cluster import DISPATCHER, GROUP, NODES, RESOURCES, Cluster, podman
+from .common import PREFIX, REPO, cutover_route
 from .fencing import Fencer
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-PREFIX = "hyops-ha-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8] + "-"
 SCRIPT = "/usr/local/lib/hyops-decision-dispatcher/dispatcher.py"
 CONFIG = f"/etc/{DISPATCHER}/config.json"
-ROUTES = {
-    "cutover": {
-        "target_kind": "blueprint",
-        "target_ref": "dr/postgresql-ha-failover-gcp@v1",
-        "target_env": "dr",
-        "execution_plane": "runner-local",
-        "requires_approval": False,  # queued: the consumer acts without an operator
-    }
-}
+# queued: the consumer acts without an operator
+ROUTES = {"cutover": cutover_route(requires_approval=False)}
 FAILOVER_LIMIT_S = 15  # issue 19: the dispatcher active on the survivor within 15 s
 BURST = 150  # events per round, 50 per second: the kill lands about 1 s into it
 

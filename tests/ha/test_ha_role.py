@@ -8,7 +8,6 @@ while nothing is mounted there; the config is local; a second converge changes n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,20 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from .common import PREFIX, REPO, UNIT, cutover_route
+
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-PREFIX = "hyops-ha-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8] + "-"
 NODE = PREFIX + "node1"
-UNIT = "hyops-decision-dispatcher"
-ROUTES = {
-    "cutover": {
-        "target_kind": "blueprint",
-        "target_ref": "dr/postgresql-ha-failover-gcp@v1",
-        "target_env": "dr",
-        "execution_plane": "runner-local",
-    }
-}
+ROUTES = {"cutover": cutover_route()}
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
