@@ -190,6 +190,21 @@ def pct(values: list[float], p: float) -> float:
     return values[k]
 
 
+def request_latency_ms(setup: Setup, watcher: Inotify, name: str, timeout: float) -> float:
+    """Drop cutover record `name` and wait (inotify on the requests folder) for its
+    request to be renamed in: the milliseconds between the two."""
+    want = f"-{decision_hash(name)}.json"
+    t0 = time.perf_counter()
+    setup.drop(name, "cutover")
+    while True:
+        ready, _, _ = select.select([watcher.fd], [], [], timeout)
+        if not ready:
+            raise SystemExit(f"no request for {name} within {timeout:g} s")
+        names, _ = watcher.read()
+        if any(n.endswith(want) and not n.startswith(".") for n in names):
+            return (time.perf_counter() - t0) * 1000
+
+
 def bench_latency(python: str, top: Path, samples: int) -> dict[str, Any]:
     setup = Setup(top / "latency")
     proc = Proc(python, setup)
@@ -197,18 +212,7 @@ def bench_latency(python: str, top: Path, samples: int) -> dict[str, Any]:
     watcher = Inotify(str(setup.requests))
     latencies = []
     for i in range(samples):
-        name = f"lat-{i:04d}"
-        want = f"-{decision_hash(name)}.json"
-        t0 = time.perf_counter()
-        setup.drop(name, "cutover")
-        seen = False
-        while not seen:
-            ready, _, _ = select.select([watcher.fd], [], [], 5)
-            if not ready:
-                raise SystemExit(f"no request for {name} within 5 s")
-            names, _ = watcher.read()
-            seen = any(n.endswith(want) and not n.startswith(".") for n in names)
-        latencies.append((time.perf_counter() - t0) * 1000)
+        latencies.append(request_latency_ms(setup, watcher, f"lat-{i:04d}", 5))
         time.sleep(0.01)
     watcher.close()
     proc.stop()
@@ -378,18 +382,7 @@ def scan_probes(python: str, setup: Setup, script: Path, window: float, tag: str
     t_end = time.monotonic() + window
     i = 0
     while time.monotonic() < t_end:
-        name = f"scan-{tag}-{i:04d}"
-        want = f"-{decision_hash(name)}.json"
-        t0 = time.perf_counter()
-        setup.drop(name, "cutover")
-        seen = False
-        while not seen:
-            ready, _, _ = select.select([watcher.fd], [], [], 30)
-            if not ready:
-                raise SystemExit(f"no request for {name} within 30 s")
-            names, _ = watcher.read()
-            seen = any(n.endswith(want) and not n.startswith(".") for n in names)
-        latencies.append((time.perf_counter() - t0) * 1000)
+        latencies.append(request_latency_ms(setup, watcher, f"scan-{tag}-{i:04d}", 30))
         i += 1
         time.sleep(0.01)
     watcher.close()
